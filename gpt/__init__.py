@@ -1,0 +1,1 @@
+"""hw5: build, train and sample a GPT language model from scratch."""

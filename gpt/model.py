@@ -1,0 +1,392 @@
+"""GPT: a decoder-only transformer language model, written out in full.
+
+The architecture is GPT-2's, so GPT-2 weights load exactly:
+    token embedding + learned position embedding
+    n_layer x Block:  x = x + attn(ln_1(x));  x = x + mlp(ln_2(x))     (pre-LayerNorm)
+    final LayerNorm, then a linear map to vocabulary logits (tied to the token embedding)
+
+Shapes use B = batch, T = sequence length, C = n_embd, nh = n_head, hs = C // nh, V = vocab.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from gpt.sampling import next_token
+
+ATTN_IMPLS = ("manual", "sdpa")
+
+# name -> (n_layer, n_head, n_embd, default block_size)
+PRESETS = {
+    "gpt-nano": (3, 3, 48, 128),
+    "gpt-micro": (4, 4, 128, 128),
+    "gpt-mini": (6, 6, 192, 256),
+    "gopher-44m": (8, 16, 512, 1024),
+    "gpt2": (12, 12, 768, 1024),
+    "gpt2-medium": (24, 16, 1024, 1024),
+    "gpt2-large": (36, 20, 1280, 1024),
+    "gpt2-xl": (48, 25, 1600, 1024),
+    "gpt3": (96, 96, 12288, 2048),
+}
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int
+    block_size: int          # longest context the model sees (size of the position table)
+    n_layer: int
+    n_head: int
+    n_embd: int
+    dropout: float = 0.1
+    bias: bool = True        # biases in Linear and LayerNorm layers (GPT-2 has them)
+    tie_weights: bool = True  # output layer shares the token embedding matrix (GPT-2 does)
+    attn_impl: str = "manual"  # "manual": attention written out; "sdpa": fused scaled_dot_product_attention
+
+    def __post_init__(self):
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"GPTConfig.n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout!r}")
+        if self.attn_impl not in ATTN_IMPLS:
+            raise ValueError(f"GPTConfig.attn_impl must be one of {ATTN_IMPLS}, got {self.attn_impl!r}")
+
+    @classmethod
+    def preset(cls, name: str, vocab_size: int = 50257, block_size: int | None = None, **overrides) -> "GPTConfig":
+        """A named size: gpt-nano, gpt-micro, gpt-mini (minGPT's), gopher-44m, gpt2..gpt2-xl, gpt3 (175B)."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+        n_layer, n_head, n_embd, default_block = PRESETS[name]
+        return cls(vocab_size=vocab_size, block_size=block_size or default_block, n_layer=n_layer,
+                   n_head=n_head, n_embd=n_embd, **overrides)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GPTConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def count_parameters(cfg: GPTConfig, non_embedding: bool = False) -> int:
+    """Exact number of trainable parameters of GPT(cfg), computed from the config alone.
+
+    Per block: two LayerNorms (weight + bias: 2C each), attention (qkv: 3C*C + 3C, output
+    projection: C*C + C, that is 4(C^2 + C) in all), MLP (C -> 4C -> C: 8C^2 + 5C).
+    Around the blocks: token table V*C, position table T*C, final LayerNorm, and an output
+    layer V*C unless it is tied to the token table. non_embedding=True leaves out both tables
+    (and the untied output layer), the convention of the scaling-law papers.
+    """
+    C, V, T, L = cfg.n_embd, cfg.vocab_size, cfg.block_size, cfg.n_layer
+    b = 1 if cfg.bias else 0
+    layer_norm = C + b * C
+    attention = 4 * C * C + b * 4 * C
+    mlp = 8 * C * C + b * 5 * C
+    blocks = L * (2 * layer_norm + attention + mlp)
+    embeddings = V * C + T * C + (0 if cfg.tie_weights else V * C)
+    return blocks + layer_norm + (0 if non_embedding else embeddings)
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head self-attention where position t may only look at positions <= t."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.n_head = config.n_head
+        self.n_embd = config.n_embd
+        self.attn_impl = config.attn_impl
+        self.dropout = config.dropout
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v for all heads at once
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.attn_dropout = nn.Dropout(config.dropout)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        # TODO(attention-mask): build `causal_mask`, a (block_size, block_size) tensor with ones
+        # on and below the diagonal and zeros above it (row t = query position t; a 1 in column s
+        # means "t may attend to s"). Then view it as (1, 1, block_size, block_size) so it
+        # broadcasts over batch and heads. Hint: torch.tril.
+        ### BEGIN SOLUTION
+        causal_mask = torch.tril(torch.ones(config.block_size, config.block_size))
+        causal_mask = causal_mask.view(1, 1, config.block_size, config.block_size)
+        ### END SOLUTION
+        # A buffer moves with .to(device) but is not trained; not saved (it is rebuilt from the config).
+        self.register_buffer("causal_mask", causal_mask, persistent=False)
+
+    def forward(self, x: torch.Tensor, kv_cache: "KVCache | None" = None, layer: int = 0) -> torch.Tensor:
+        B, T, C = x.shape
+        hs = C // self.n_head
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)          # each (B, T, C)
+        q = q.view(B, T, self.n_head, hs).transpose(1, 2)            # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, hs).transpose(1, 2)            # (B, nh, T, hs)
+        v = v.view(B, T, self.n_head, hs).transpose(1, 2)            # (B, nh, T, hs)
+        past = 0
+        if kv_cache is not None:
+            past = kv_cache.length
+            k, v = kv_cache.append(layer, k, v)                      # (B, nh, past + T, hs)
+        if self.attn_impl == "sdpa":
+            y = self._sdpa(q, k, v, past)
+        else:
+            y = self._manual(q, k, v, past)                          # (B, nh, T, hs)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)             # heads side by side: (B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+    def _manual(self, q, k, v, past: int) -> torch.Tensor:
+        """softmax(q k^T / sqrt(hs) + causal mask) v, written out.
+
+        q: (B, nh, T, hs) for the T new positions past..past+T-1; k, v: (B, nh, S, hs) for all
+        S = past + T positions seen so far (S == T when there is no cache).
+        """
+        T, S = q.size(2), k.size(2)
+        # TODO(attention-forward): compute the attention output y of shape (B, nh, T, hs):
+        #  1. scores att = q @ k^T scaled by 1/sqrt(hs)                   -> (B, nh, T, S)
+        #  2. set scores where the query may not see the key to -inf, using the rows
+        #     past..past+T-1 and columns 0..S-1 of self.causal_mask (masked_fill)
+        #  3. softmax over the keys (the last dimension), then self.attn_dropout
+        #  4. y = att @ v                                                  -> (B, nh, T, hs)
+        ### BEGIN SOLUTION
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))   # (B, nh, T, S)
+        mask = self.causal_mask[:, :, past:past + T, :S]                   # (1, 1, T, S)
+        att = att.masked_fill(mask == 0, float("-inf"))
+        att = F.softmax(att, dim=-1)
+        att = self.attn_dropout(att)
+        y = att @ v                                                        # (B, nh, T, hs)
+        ### END SOLUTION
+        return y
+
+    def _sdpa(self, q, k, v, past: int) -> torch.Tensor:
+        """The same computation through PyTorch's fused kernel (flash / memory-efficient attention)."""
+        T, S = q.size(2), k.size(2)
+        dropout = self.dropout if self.training else 0.0
+        if past == 0:
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        mask = self.causal_mask[:, :, past:past + T, :S].bool()
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward: C -> 4C -> GELU (tanh form, as GPT-2) -> C."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+
+
+class Block(nn.Module):
+    """One transformer layer: attention then MLP, each with a pre-LayerNorm and a residual connection."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, eps=1e-5, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, eps=1e-5, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, kv_cache: "KVCache | None" = None, layer: int = 0) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), kv_cache, layer)
+        x = x + self.mlp(self.ln_2(x))
+        return x
+
+
+class KVCache:
+    """Keys and values of the positions already processed, for every layer.
+
+    In generation each new token only needs its own query against all earlier keys/values,
+    which do not change, so keeping them turns each step from O(T) tokens of work into one.
+    Buffers are allocated once at full size: (B, nh, capacity, hs) per layer.
+    """
+
+    def __init__(self, n_layer: int, batch: int, n_head: int, capacity: int, head_size: int,
+                 device, dtype):
+        shape = (batch, n_head, capacity, head_size)
+        self.k = [torch.empty(shape, device=device, dtype=dtype) for _ in range(n_layer)]
+        self.v = [torch.empty(shape, device=device, dtype=dtype) for _ in range(n_layer)]
+        self.capacity = capacity
+        self.length = 0   # positions stored (same for every layer once a forward pass ends)
+        self._pending = 0
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+        start, T = self.length, k.size(2)
+        self.k[layer][:, :, start:start + T] = k
+        self.v[layer][:, :, start:start + T] = v
+        self._pending = T
+        return self.k[layer][:, :, :start + T], self.v[layer][:, :, :start + T]
+
+    def advance(self):
+        """Called after all layers have appended: the new positions become part of the past."""
+        self.length += self._pending
+        self._pending = 0
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),   # token embeddings
+            wpe=nn.Embedding(config.block_size, config.n_embd),   # position embeddings
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+            ln_f=nn.LayerNorm(config.n_embd, eps=1e-5, bias=config.bias),
+        ))
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        if config.tie_weights:
+            # The same matrix reads tokens in and scores them out (Press & Wolf, 2017).
+            self.lm_head.weight = self.transformer.wte.weight
+        self.apply(self._init_weights)
+        # GPT-2: scale the init of layers that write into the residual stream by 1/sqrt(2 * n_layer),
+        # so the stream's variance does not grow with depth.
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module):
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def _hidden(self, idx: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
+        """Token ids (B, T) -> final hidden states (B, T, C), after ln_f."""
+        B, T = idx.shape
+        past = kv_cache.length if kv_cache is not None else 0
+        if past + T > self.config.block_size:
+            raise ValueError(f"sequence of length {past + T} is longer than block_size={self.config.block_size}")
+        pos = torch.arange(past, past + T, dtype=torch.long, device=idx.device)   # (T,)
+        x = self.transformer.wte(idx) + self.transformer.wpe(pos)                 # (B, T, C)
+        x = self.transformer.drop(x)
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, kv_cache, i)
+        if kv_cache is not None:
+            kv_cache.advance()
+        return self.transformer.ln_f(x)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None):
+        """idx: (B, T) token ids. targets: (B, T), the next token at each position.
+        mask: (B, T) of 0/1; positions with 0 (padding) do not count in the loss.
+
+        Returns logits (B, T, V) and the mean cross-entropy over counted positions (or None).
+        """
+        logits = self.lm_head(self._hidden(idx))                                  # (B, T, V)
+        loss = None
+        if targets is not None:
+            loss = lm_loss(logits, targets, mask)
+        return logits, loss
+
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                 do_sample: bool = False, top_k: int | None = None, top_p: float | None = None,
+                 eos_id: int | None = None, use_cache: bool = True,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        """Extend idx (B, T) by up to max_new_tokens tokens; returns (B, T + new).
+
+        Greedy (argmax) unless do_sample; sampling uses temperature, then top-k, then top-p.
+        With eos_id, a row that has produced it keeps producing it, and generation stops once
+        every row has. Contexts longer than block_size are cropped from the left.
+
+        The KV cache gives exactly the tokens of recomputation. While the context fits in
+        block_size each step feeds only the newest token; once it no longer fits, every
+        position shifts (positions are learned, absolute), so the cache is rebuilt from the
+        cropped context at each step, which costs what recomputation costs.
+        """
+        if max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+        if idx.dim() != 2 or idx.size(1) == 0:
+            raise ValueError(f"idx must have shape (B, T) with T >= 1, got {tuple(idx.shape)}")
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.inference_mode():   # like no_grad, with less bookkeeping per op
+                out = self._generate(idx, max_new_tokens, temperature, do_sample, top_k, top_p,
+                                     eos_id, use_cache, generator)
+        finally:
+            self.train(was_training)
+        return out.clone()   # a normal tensor again, usable anywhere (e.g. as training data)
+
+    def _generate(self, idx, max_new_tokens, temperature, do_sample, top_k, top_p, eos_id,
+                  use_cache, generator):
+        cfg = self.config
+        done = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
+        cache = None
+        for _ in range(max_new_tokens):
+            context = idx[:, -cfg.block_size:]
+            if not use_cache:
+                h = self._hidden(context)
+            elif cache is not None and cache.length < cfg.block_size:
+                h = self._hidden(idx[:, -1:], cache)         # only the newest token
+            else:
+                cache = self.new_cache(idx.size(0))          # (re)fill from the context
+                h = self._hidden(context, cache)
+            logits = self.lm_head(h[:, -1, :]).float()       # (B, V): only the last position
+            nxt = next_token(logits, temperature, do_sample, top_k, top_p, generator)   # (B,)
+            if eos_id is not None:
+                nxt = torch.where(done, torch.full_like(nxt, eos_id), nxt)
+                done |= nxt == eos_id
+            idx = torch.cat([idx, nxt[:, None]], dim=1)
+            if eos_id is not None and bool(done.all()):
+                break
+        return idx
+
+    def new_cache(self, batch: int) -> KVCache:
+        cfg = self.config
+        p = self.transformer.wte.weight
+        return KVCache(cfg.n_layer, batch, cfg.n_head, cfg.block_size, cfg.n_embd // cfg.n_head,
+                       p.device, p.dtype)
+
+    @classmethod
+    def from_hf_gpt2(cls, state_dict: dict, cfg: GPTConfig) -> "GPT":
+        """Build a GPT from a transformers GPT2LMHeadModel (or GPT2Model) state dict.
+
+        The names already match ours; transformers stores the four projection matrices as
+        Conv1D weights of shape (in, out), so those are transposed into Linear's (out, in).
+        """
+        model = cls(cfg)
+        conv1d = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+        sd = {}
+        for name, tensor in state_dict.items():
+            if name.endswith((".attn.bias", ".attn.masked_bias")):
+                continue  # transformers' own mask buffers
+            if not name.startswith(("transformer.", "lm_head.")):
+                name = "transformer." + name
+            sd[name] = tensor.t() if name.endswith(conv1d) else tensor
+        if "lm_head.weight" not in sd and cfg.tie_weights:
+            sd["lm_head.weight"] = sd.get("transformer.wte.weight")
+        own = model.state_dict()
+        missing = sorted(set(own) - set(sd))
+        unexpected = sorted(set(sd) - set(own))
+        if missing or unexpected:
+            raise ValueError(f"state dict does not fit GPTConfig: missing {missing[:4]}, unexpected {unexpected[:4]}")
+        for name, tensor in sd.items():
+            if tuple(tensor.shape) != tuple(own[name].shape):
+                raise ValueError(f"{name}: shape {tuple(tensor.shape)} in the state dict, "
+                                 f"{tuple(own[name].shape)} for this GPTConfig")
+        model.load_state_dict(sd)
+        return model
+
+
+def lm_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean next-token cross-entropy in nats over the positions where mask is 1 (all when mask is None).
+
+    logits (B, T, V), targets (B, T), mask (B, T). Computed in fp32 even under autocast.
+    """
+    flat_logits = logits.reshape(-1, logits.size(-1)).float()
+    if mask is None:
+        return F.cross_entropy(flat_logits, targets.reshape(-1))
+    nll = F.cross_entropy(flat_logits, targets.reshape(-1), reduction="none")
+    m = mask.reshape(-1).to(nll.dtype)
+    return (nll * m).sum() / m.sum().clamp(min=1.0)

@@ -1,0 +1,64 @@
+"""Choosing the next token from a model's logits: greedy, temperature, top-k, top-p (nucleus).
+
+Every function works on a batch: logits has shape (B, V). Filters return new logits in which
+the tokens they rule out are -inf, so softmax gives them probability exactly 0.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def filter_top_k(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep the k largest logits of each row (exactly k, even with ties); the rest become -inf."""
+    if k <= 0:
+        raise ValueError(f"top_k must be a positive integer, got {k}")
+    k = min(k, logits.size(-1))
+    keep = torch.topk(logits, k, dim=-1).indices                                 # (B, k)
+    out = torch.full_like(logits, float("-inf"))
+    return out.scatter(-1, keep, logits.gather(-1, keep))
+
+
+def filter_top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Nucleus filtering: keep the smallest set of most likely tokens whose probabilities sum to >= p.
+
+    A token is kept when the probability mass of the tokens ranked above it is still < p, so the
+    most likely token is always kept, and a token that brings the sum to p is kept too.
+    """
+    if not 0.0 < p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {p}")
+    # TODO(sample-top-p): return logits with the tokens outside the nucleus set to -inf.
+    #  1. sort each row in descending order (torch.sort) and take the softmax of the sorted row
+    #  2. mass_before = cumulative sum (torch.cumsum) minus the token's own probability     (B, V)
+    #  3. remove the sorted positions where mass_before >= p
+    #  4. map the decision back to the original token order (scatter with the sort indices)
+    ### BEGIN SOLUTION
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)         # (B, V)
+    probs = torch.softmax(sorted_logits, dim=-1)
+    mass_before = torch.cumsum(probs, dim=-1) - probs
+    remove_sorted = mass_before >= p
+    remove = torch.zeros_like(remove_sorted).scatter(-1, order, remove_sorted)
+    return logits.masked_fill(remove, float("-inf"))
+    ### END SOLUTION
+
+
+def next_token(logits: torch.Tensor, temperature: float = 1.0, do_sample: bool = False,
+               top_k: int | None = None, top_p: float | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+    """Pick one token per row of logits (B, V); returns (B,) token ids.
+
+    Greedy (argmax) when do_sample is False. Otherwise: divide by the temperature (below 1
+    sharpens, above 1 flattens), keep the top-k, then the top-p nucleus, and sample from the
+    softmax with `generator` (for reproducible samples).
+    """
+    if not do_sample:
+        return torch.argmax(logits, dim=-1)
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0 when sampling, got {temperature} (use do_sample=False for greedy)")
+    logits = logits / temperature
+    if top_k is not None:
+        logits = filter_top_k(logits, top_k)
+    if top_p is not None and top_p < 1.0:
+        logits = filter_top_p(logits, top_p)
+    probs = torch.softmax(logits, dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
