@@ -1,0 +1,252 @@
+"""Text -> tokenizer -> token ids (cached on disk) -> windows -> batches.
+
+Corpora are resolved in this order:
+  1. --data-dir DIR holding wiki.{train,valid,test}.raw (preferred) or .tokens;
+  2. a path to a plain .txt file, split by lines: the first 90% of lines train, the next 5% valid,
+     the last 5% test (contiguous, in file order, so no sentence is shared between splits);
+  3. a WikiText name through Hugging Face `datasets` (Salesforce/wikitext), from its cache or a
+     download: wikitext-2-raw-v1 (the default), wikitext-2-v1, wikitext-103-raw-v1, wikitext-103-v1;
+  4. only for the default corpus, when there is no network and no cache: a built-in offline corpus,
+     Python's own documentation text (pydoc_data.topics), split like a .txt file, with a warning.
+
+Each split is one stream of token ids: an <|endoftext|> token first (so that the first real token
+is predicted too, and every token of the text is counted exactly once), then the ids of the text.
+The ids are cached as .npy files keyed by corpus and tokenizer, and memory-mapped on later runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gpt.bpe import GPT2_SPLIT_PATTERN, BPETokenizer
+from gpt.utils import UserError, atomic_open
+
+SPLITS = ("train", "valid", "test")
+DEFAULT_CORPUS = "wikitext-2-raw-v1"
+HF_CONFIGS = ("wikitext-2-raw-v1", "wikitext-2-v1", "wikitext-103-raw-v1", "wikitext-103-v1")
+ALIASES = {"wikitext-2": "wikitext-2-raw-v1", "wikitext-103": "wikitext-103-raw-v1"}
+BUILTIN = "builtin"
+
+
+@dataclass
+class Corpus:
+    name: str                   # what it is called in messages
+    key: str                    # identity for the cache (changes when the source changes)
+    texts: dict[str, str] = field(repr=False)   # "train" / "valid" / "test" -> text
+
+
+# -- finding the text ----------------------------------------------------------------------
+
+def load_corpus(corpus: str = DEFAULT_CORPUS, data_dir: str | None = None) -> Corpus:
+    if data_dir is not None:
+        return _from_folder(Path(data_dir))
+    if corpus.endswith(".txt") or os.path.isfile(corpus):
+        return _from_text_file(Path(corpus))
+    if corpus == BUILTIN:
+        return builtin_corpus()
+    config = ALIASES.get(corpus, corpus)
+    if config not in HF_CONFIGS:
+        raise UserError(f"unknown corpus {corpus!r}; use one of {', '.join(HF_CONFIGS)}, "
+                        f"'{BUILTIN}', a .txt file, or --data-dir DIR")
+    texts = _from_hf(config)
+    if texts is not None:
+        return Corpus(config, f"hf-{config}", texts)
+    if config == DEFAULT_CORPUS:
+        warnings.warn(f"{config} is not in the Hugging Face cache and there is no network: "
+                      "training on the built-in offline corpus (Python's documentation) instead. "
+                      "Pass --data-dir DIR with wiki.{train,valid,test}.tokens to use WikiText offline.",
+                      stacklevel=2)
+        return builtin_corpus()
+    raise UserError(f"corpus {config} could not be loaded: it is not cached and there is no network; "
+                    "connect once to download it, or pass --data-dir DIR")
+
+
+def _from_folder(folder: Path) -> Corpus:
+    for ext in ("raw", "tokens"):
+        paths = {s: folder / f"wiki.{s}.{ext}" for s in SPLITS}
+        if all(p.is_file() for p in paths.values()):
+            texts = {s: p.read_text(encoding="utf-8") for s, p in paths.items()}
+            stamp = "-".join(f"{p.stat().st_size}" for p in paths.values())
+            return Corpus(f"{folder.name} ({ext})", _key("dir", str(folder.resolve()), ext, stamp), texts)
+    raise UserError(f"{folder} must hold wiki.train.raw, wiki.valid.raw, wiki.test.raw "
+                    "(or the same three files ending .tokens)")
+
+
+def _split_lines(text: str) -> dict[str, str]:
+    """The documented rule for one text: first 90% of lines train, next 5% valid, last 5% test."""
+    lines = text.splitlines(keepends=True)
+    if len(lines) < 20:
+        raise UserError(f"a text corpus needs at least 20 lines to split 90/5/5, this one has {len(lines)}")
+    a, b = int(len(lines) * 0.90), int(len(lines) * 0.95)
+    return {"train": "".join(lines[:a]), "valid": "".join(lines[a:b]), "test": "".join(lines[b:])}
+
+
+def _from_text_file(path: Path) -> Corpus:
+    if not path.is_file():
+        raise UserError(f"corpus file {path} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text") from None
+    return Corpus(path.name, _key("txt", str(path.resolve()), str(path.stat().st_size)), _split_lines(text))
+
+
+def builtin_corpus() -> Corpus:
+    """Python's bundled documentation (about 0.5 MB of English), present in every Python."""
+    import pydoc_data.topics as topics
+    text = "\n".join(topics.topics[k] for k in sorted(topics.topics))
+    return Corpus("builtin (Python documentation)", _key("builtin", sys.version.split()[0]), _split_lines(text))
+
+
+def _network_available(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _from_hf(config: str) -> dict[str, str] | None:
+    """WikiText through `datasets`; None if it is neither cached nor downloadable."""
+    if not _network_available() and "datasets" not in sys.modules:
+        # datasets reads these at import: look in the local cache only, never wait on the network.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    try:
+        import datasets
+        datasets.logging.set_verbosity_error()
+        ds = datasets.load_dataset("Salesforce/wikitext", config)
+    except Exception:   # any failure to find or fetch it: the caller decides what to do
+        return None
+    names = {"train": "train", "valid": "validation", "test": "test"}
+    # Each row is one line of the original file (with its newline); joining them gives the file back.
+    return {s: "".join(ds[hf_name]["text"]) for s, hf_name in names.items()}
+
+
+def _key(*parts: str) -> str:
+    return parts[0] + "-" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
+
+
+def count_words(text: str) -> int:
+    """Words as WikiText counts them: whitespace-separated tokens plus one end-of-line per line."""
+    lines = text.count("\n") + (0 if not text or text.endswith("\n") else 1)
+    return len(text.split()) + lines
+
+
+# -- tokenizer and ids ----------------------------------------------------------------------
+
+def get_tokenizer(corpus: Corpus, kind: str = "bpe", vocab_size: int = 8192, gpt2_dir: str | None = None,
+                  cache_dir: str = "runs/cache") -> BPETokenizer:
+    """A BPE trained on the corpus' train split (cached), or GPT-2's tokenizer from gpt2_dir."""
+    if kind == "gpt2":
+        if gpt2_dir is None:
+            raise UserError("--tokenizer gpt2 needs --gpt2-dir DIR holding encoder.json and vocab.bpe")
+        enc, bpe = Path(gpt2_dir) / "encoder.json", Path(gpt2_dir) / "vocab.bpe"
+        if not (enc.is_file() and bpe.is_file()):
+            raise UserError(f"{gpt2_dir} must hold GPT-2's encoder.json and vocab.bpe")
+        return BPETokenizer.from_gpt2(enc, bpe)
+    if kind != "bpe":
+        raise UserError(f"unknown tokenizer {kind!r}; use bpe or gpt2")
+    if vocab_size < 257:
+        raise UserError(f"--vocab-size must be at least 257 (256 bytes + <|endoftext|>), got {vocab_size}")
+    path = Path(cache_dir) / corpus.key / f"tokenizer-{_tokenizer_key(vocab_size)}.json"
+    if path.is_file():
+        return BPETokenizer.load(path)
+    tok = BPETokenizer.train(corpus.texts["train"], vocab_size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tok.save(path)
+    return tok
+
+
+def _tokenizer_key(vocab_size: int) -> str:
+    return f"bpe{vocab_size}-" + hashlib.sha256(GPT2_SPLIT_PATTERN.encode()).hexdigest()[:8]
+
+
+def tokenizer_fingerprint(tok: BPETokenizer) -> str:
+    return hashlib.sha256(repr(sorted(tok.to_dict().items())).encode()).hexdigest()[:12]
+
+
+def encode_splits(corpus: Corpus, tok: BPETokenizer, cache_dir: str = "runs/cache") -> dict[str, np.ndarray]:
+    """Token-id stream of each split: [<|endoftext|>] + encode(text), as uint16 or int32 arrays.
+
+    Saved as .npy on first use and memory-mapped afterwards (no re-tokenization on later runs).
+    """
+    folder = Path(cache_dir) / corpus.key / f"ids-{tokenizer_fingerprint(tok)}"
+    folder.mkdir(parents=True, exist_ok=True)
+    dtype = np.uint16 if tok.vocab_size <= 1 << 16 else np.int32
+    out = {}
+    for split in SPLITS:
+        path = folder / f"{split}.npy"
+        if not path.is_file():
+            ids = ([tok.eot_id] if tok.eot_id is not None else []) + tok.encode(corpus.texts[split])
+            with atomic_open(path) as f:
+                np.save(f, np.asarray(ids, dtype=dtype))
+        out[split] = np.load(path, mmap_mode="r")
+    return out
+
+
+# -- windows and batches ----------------------------------------------------------------------
+
+class WindowBatches:
+    """Training batches: the stream cut into windows of block_size + 1 tokens (stride block_size),
+    x = window[:-1], y = window[1:], shuffled once per epoch.
+
+    Batch `step` is a pure function of (seed, step): epoch e uses the permutation drawn from a
+    generator seeded with seed + e, so resuming at any step gives exactly the same data.
+    """
+
+    def __init__(self, ids: np.ndarray, block_size: int, batch_size: int, seed: int = 0,
+                 device: torch.device | str = "cpu"):
+        self.ids, self.block_size, self.batch_size, self.seed = ids, block_size, batch_size, seed
+        self.device = torch.device(device)
+        self.n_windows = (len(ids) - 1) // block_size
+        if self.n_windows < batch_size:
+            raise UserError(f"the training split has {len(ids)} tokens: too few for batch_size={batch_size} "
+                            f"windows of block_size={block_size}; lower --batch-size or --block-size")
+        self.batches_per_epoch = self.n_windows // batch_size   # the last incomplete batch is dropped
+        self._epoch, self._order = -1, None
+
+    def get(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, k = divmod(step, self.batches_per_epoch)
+        if epoch != self._epoch:
+            g = torch.Generator().manual_seed(self.seed + epoch)
+            self._epoch, self._order = epoch, torch.randperm(self.n_windows, generator=g).numpy()
+        starts = self._order[k * self.batch_size:(k + 1) * self.batch_size] * self.block_size
+        L = self.block_size + 1
+        windows = torch.from_numpy(np.stack([self.ids[s:s + L] for s in starts]).astype(np.int64))  # (B, T+1)
+        if self.device.type == "cuda":
+            windows = windows.pin_memory().to(self.device, non_blocking=True)
+        else:
+            windows = windows.to(self.device)
+        return windows[:, :-1], windows[:, 1:]
+
+
+def eval_windows(ids: np.ndarray, block_size: int, batch_size: int):
+    """Walk the whole stream once: windows start at 0, block_size, 2*block_size, ... (stride
+    block_size, so each token is predicted exactly once, with 0..block_size-1 tokens of context).
+    The last window may be shorter; it is padded and its padding masked out.
+
+    Yields (x, y, mask), each (B, block_size), mask 1 where y is a real next token.
+    """
+    n_pred = len(ids) - 1
+    starts = list(range(0, n_pred, block_size))
+    for i in range(0, len(starts), batch_size):
+        chunk = starts[i:i + batch_size]
+        x = np.zeros((len(chunk), block_size), dtype=np.int64)
+        y = np.zeros((len(chunk), block_size), dtype=np.int64)
+        m = np.zeros((len(chunk), block_size), dtype=np.float32)
+        for r, s in enumerate(chunk):
+            n = min(block_size, n_pred - s)
+            x[r, :n] = ids[s:s + n]
+            y[r, :n] = ids[s + 1:s + n + 1]
+            m[r, :n] = 1.0
+        yield torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(m)
