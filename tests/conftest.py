@@ -21,8 +21,7 @@ DATA_DIR = Path(os.environ.get("HW5_DATA_DIR", ROOT.parent / "shared" / "data"))
 GPT2_PATTERN_TIKTOKEN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "points(n, todo): graded test worth n points for the named TODO")
+pytest_plugins = ("gradescope_plugin",)   # points marks and --gradescope-results
 
 
 def data_path(*parts: str) -> Path:

@@ -1,0 +1,136 @@
+"""A small pytest plugin for grading.
+
+Graded tests carry `@pytest.mark.points(N, todo="attention-mask")` (optionally `visibility=` and
+`timeout=` seconds, default 60). Options:
+
+    pytest --gradescope-results results.json     write Gradescope's results.json
+    pytest -m graded                              run only graded tests (any test with a points mark)
+
+results.json lists every graded test (name, number, score, max_score, status, output, visibility)
+plus the total score and execution time. A test that raises, hangs past its timeout, or cannot
+even be collected (e.g. a syntax error in a student's file) scores 0 with the reason as output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+
+DEFAULT_TIMEOUT = 60
+
+
+def pytest_addoption(parser):
+    parser.addoption("--gradescope-results", default=None, metavar="PATH",
+                     help="write a Gradescope results.json for the graded tests to PATH")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "points(n, todo, visibility='visible', timeout=60): a graded test")
+    config.addinivalue_line("markers", "graded: added automatically to every test with a points mark")
+    config._gradescope = {"start": time.time(), "tests": {}, "collect_errors": []}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("points"):
+            item.add_marker(pytest.mark.graded)
+
+
+def _points(item):
+    mark = item.get_closest_marker("points")
+    if mark is None:
+        return None
+    n = mark.args[0] if mark.args else mark.kwargs["n"]
+    return {"max_score": float(n), "todo": mark.kwargs.get("todo"),
+            "visibility": mark.kwargs.get("visibility", "visible"),
+            "timeout": mark.kwargs.get("timeout", DEFAULT_TIMEOUT)}
+
+
+class _Timeout(BaseException):
+    """Raised in the test's thread by SIGALRM (BaseException so test code cannot swallow it)."""
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    info = _points(item)
+    use_alarm = info is not None and hasattr(signal, "SIGALRM")
+    if use_alarm:
+        def on_alarm(signum, frame):
+            raise _Timeout(f"test took longer than {info['timeout']} s (an infinite loop?)")
+        previous = signal.signal(signal.SIGALRM, on_alarm)
+        signal.alarm(int(info["timeout"]))
+    try:
+        yield
+    finally:
+        if use_alarm:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    info = _points(item)
+    if info is None:
+        return
+    store = item.config._gradescope["tests"]
+    entry = store.setdefault(item.nodeid, {"item": item, "info": info, "passed": True, "output": ""})
+    if report.failed:
+        entry["passed"] = False
+        entry["output"] += _failure_text(call, report, info)
+    elif report.skipped and report.when in ("setup", "call"):
+        entry["passed"] = False
+        entry["output"] += "skipped: " + str(report.longrepr[-1] if isinstance(report.longrepr, tuple) else "")
+
+
+def _failure_text(call, report, info) -> str:
+    todo = f" Look at TODO({info['todo']})." if info.get("todo") else ""
+    if call.excinfo is not None:
+        exc = call.excinfo.value
+        if isinstance(exc, NotImplementedError):
+            return f"Not implemented yet: {exc}.{todo}\n"
+        if isinstance(exc, _Timeout):
+            return f"Timed out: {exc}.{todo}\n"
+        return f"{call.excinfo.exconly()}\n{todo}\n"
+    return f"{report.longreprtext[-2000:]}\n{todo}\n"
+
+
+_COLLECT_ERRORS: list[dict] = []   # files that could not be imported (pytest_collectreport gets no config)
+
+
+def pytest_collectreport(report):
+    if report.failed:
+        _COLLECT_ERRORS.append({"name": f"collecting {report.nodeid or 'tests'}", "output": report.longreprtext[-2000:]})
+
+
+def pytest_sessionfinish(session, exitstatus):
+    path = session.config.getoption("--gradescope-results")
+    if not path:
+        return
+    state = session.config._gradescope
+    tests = []
+    for number, (nodeid, entry) in enumerate(sorted(state["tests"].items()), start=1):
+        info, item = entry["info"], entry["item"]
+        doc = (getattr(item, "function", None).__doc__ or "").strip().split("\n")[0] if hasattr(item, "function") else ""
+        name = f"[{info['todo']}] {item.name}" + (f": {doc}" if doc else "")
+        tests.append({"name": name, "number": str(number), "score": info["max_score"] if entry["passed"] else 0.0,
+                      "max_score": info["max_score"], "status": "passed" if entry["passed"] else "failed",
+                      "output": entry["output"] or "passed", "visibility": info["visibility"]})
+    for err in _COLLECT_ERRORS:
+        tests.append({"name": err["name"], "score": 0.0, "max_score": 0.0, "status": "failed",
+                      "output": "The tests could not be loaded; every test in this file scores 0.\n" + err["output"],
+                      "visibility": "visible"})
+    result = {"score": sum(t["score"] for t in tests),
+              "execution_time": round(time.time() - state["start"], 2),
+              "output": f"{sum(t['status'] == 'passed' for t in tests)} of {len(tests)} graded tests passed",
+              "tests": tests}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=2)
+    os.replace(tmp, path)
