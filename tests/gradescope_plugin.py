@@ -93,7 +93,7 @@ def _failure_text(call, report, info) -> str:
     if call.excinfo is not None:
         exc = call.excinfo.value
         if isinstance(exc, NotImplementedError):
-            return f"Not implemented yet: {exc}.{todo}\n"
+            return f"Not implemented yet: {exc}. Fill it in, then run the tests again.\n"
         if isinstance(exc, _Timeout):
             return f"Timed out: {exc}.{todo}\n"
         return f"{call.excinfo.exconly()}\n{todo}\n"

@@ -1,0 +1,152 @@
+"""The homework kit: the skeleton generator, the autograder, and the strength of the graded tests.
+
+CI checks both directions: the solution gets full points; the generated handout gets 0 with every
+graded test failing; and every hand-written wrong answer (tools/mutants.py) fails a graded test."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "tools"))
+import make_handout  # noqa: E402
+from make_handout import HandoutError, find_regions, strip_markdown, strip_python  # noqa: E402
+
+
+def run(args, cwd=ROOT, **kw):
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=900, **kw)
+
+
+def graded_results(cwd, *extra) -> dict:
+    out = os.path.join(str(cwd), "results.json")
+    run(["-m", "pytest", "-m", "graded", "-q", "-p", "no:cacheprovider", "--gradescope-results", out, *extra], cwd=cwd)
+    with open(out) as f:
+        return json.load(f)
+
+
+# -- the marker parser ------------------------------------------------------------------------
+
+GOOD = '''def f(x):
+    # TODO(add-one): return x + 1
+    ### BEGIN SOLUTION
+    y = x + 1
+    ### END SOLUTION
+    return y
+'''
+
+
+def test_region_becomes_raise_at_its_indentation():
+    text, stripped = strip_python("f.py", GOOD, None)
+    assert text == ('def f(x):\n    # TODO(add-one): return x + 1\n'
+                    '    raise NotImplementedError("TODO(add-one)")\n    return y\n')
+    assert [r.todo for r in stripped] == ["add-one"]
+    kept, none = strip_python("f.py", GOOD, {"other"})
+    assert none == [] and "    y = x + 1" in kept and "SOLUTION" not in kept
+
+
+@pytest.mark.parametrize("text,message", [
+    ("# TODO(a): x\n### BEGIN SOLUTION\n### BEGIN SOLUTION\n### END SOLUTION\n", "f.py:3: nested"),
+    ("x = 1\n### END SOLUTION\n", "f.py:2: ### END SOLUTION without"),
+    ("# TODO(a): x\n### BEGIN SOLUTION\nx = 1\n", "f.py:2: ### BEGIN SOLUTION is never closed"),
+    ("# no id here\n### BEGIN SOLUTION\n### END SOLUTION\n", "f.py:2: solution region has no"),
+])
+def test_malformed_markers_name_file_and_line(text, message):
+    with pytest.raises(HandoutError, match=message):
+        find_regions("f.py", text)
+
+
+def test_markdown_answers_are_removed():
+    md = "Q1\n<!-- BEGIN SOLUTION -->\nsecret\n<!-- END SOLUTION -->\nQ2\n"
+    assert strip_markdown("hw.md", md) == "Q1\nQ2\n"
+    with pytest.raises(HandoutError, match="hw.md:2"):
+        strip_markdown("hw.md", "Q1\n<!-- BEGIN SOLUTION -->\n")
+
+
+# -- the generated handout ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def handout(tmp_path_factory):
+    out = tmp_path_factory.mktemp("kit") / "hw5"
+    proc = run(["tools/make_handout.py", str(out), "--zip", "--autograder"])
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def test_handout_content(handout):
+    files = {str(p.relative_to(handout)) for p in handout.rglob("*") if p.is_file()}
+    assert {"main.py", "generate.py", "data.py", "hw5.md", "requirements.txt", "gpt/model.py", "gpt/bpe.py",
+            "tests/graded/test_model_graded.py", "tests/graded/fixtures/gpt2_tiny.pt"} <= files
+    assert not any("hidden" in f or f.startswith(("tools/", "benchmarks/")) or f == "tests/test_model.py" for f in files)
+    for f in files:
+        if f.endswith((".py", ".md")):
+            text = (handout / f).read_text(encoding="utf-8")
+            assert "BEGIN SOLUTION" not in text and "END SOLUTION" not in text, f
+    model = (handout / "gpt/model.py").read_text()
+    assert 'raise NotImplementedError("TODO(attention-forward)")' in model
+    assert "TODO(attention-forward): compute the attention output" in model      # instructions are kept
+    assert "torch.tril(torch.ones(config.block_size" not in model
+    hw5 = (handout / "hw5.md").read_text()
+    assert "## 4. Written questions" in hw5 and "**Q15.**" in hw5 and "**Answer" not in hw5
+    assert (handout.parent / "hw5.zip").stat().st_size > 0
+
+
+def test_every_graded_test_fails_on_the_skeleton(handout):
+    res = graded_results(handout)
+    assert res["score"] == 0
+    assert res["tests"] and all(t["status"] == "failed" for t in res["tests"])
+    assert all("Not implemented yet: TODO(" in t["output"] for t in res["tests"]), [t["output"] for t in res["tests"]]
+
+
+def test_solution_gets_full_points_and_matches_hw5_total():
+    res = graded_results(ROOT)
+    total = sum(t["max_score"] for t in res["tests"])
+    assert res["score"] == total and all(t["status"] == "passed" for t in res["tests"])
+    hw5 = (ROOT / "hw5.md").read_text()
+    public = sum(t["max_score"] for t in res["tests"] if t["visibility"] == "visible")
+    assert f"**{public:g} points**" in hw5, "hw5.md states the public total"
+    for todo in make_handout.all_todo_ids():
+        pts = sum(t["max_score"] for t in res["tests"] if t["name"].startswith(f"[{todo}]") and t["visibility"] == "visible")
+        assert f"| `{todo}` |" in hw5 and f"| {pts:g} |" in hw5, f"hw5.md lists {todo} with its {pts} points"
+
+
+def test_todos_option_strips_only_the_chosen_regions(tmp_path):
+    out = tmp_path / "one"
+    proc = run(["tools/make_handout.py", str(out), "--todos", "sample-top-p"])
+    assert proc.returncode == 0, proc.stderr
+    res = graded_results(out)
+    failed = {t["name"].split("]")[0][1:] for t in res["tests"] if t["status"] == "failed"}
+    assert failed == {"sample-top-p"}            # the other TODOs keep their solutions and pass
+    assert 'raise NotImplementedError("TODO(sample-top-p)")' in (out / "gpt/sampling.py").read_text()
+    assert "NotImplementedError" not in (out / "gpt/model.py").read_text()
+    bad = run(["tools/make_handout.py", str(tmp_path / "x"), "--todos", "no-such-todo"])
+    assert bad.returncode == 2 and "unknown TODO ids" in bad.stderr
+
+
+def test_autograder_grades_a_submission(handout, tmp_path):
+    ag = handout.parent / "hw5-autograder"
+    assert (ag / "setup.sh").exists() and os.access(ag / "run_autograder", os.X_OK)
+    root = tmp_path / "autograder"
+    shutil.copytree(ag / "source", root / "source")
+    sub = root / "submission"
+    sub.mkdir()
+    for rel in ("gpt/bpe.py", "gpt/model.py", "gpt/sampling.py", "gpt/trainer.py"):   # a flat upload
+        (sub / os.path.basename(rel)).write_text((ROOT / rel).read_text())
+    proc = subprocess.run(["bash", str(ag / "run_autograder")], env={**os.environ, "AUTOGRADER_ROOT": str(root)},
+                          capture_output=True, text=True, timeout=900)
+    res = json.loads((root / "results" / "results.json").read_text())
+    assert res["score"] == sum(t["max_score"] for t in res["tests"]) > 0, proc.stdout + proc.stderr
+    assert any(t["visibility"] == "after_published" for t in res["tests"]), "hidden tests run in the autograder"
+
+
+def test_every_mutant_fails_the_graded_tests():
+    proc = run(["tools/mutants.py"])
+    print(proc.stdout)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "SURVIVED" not in proc.stdout

@@ -1,0 +1,264 @@
+"""Make the student handout (and the Gradescope autograder) from this solution repository.
+
+    python tools/make_handout.py OUT_DIR [--todos all|id1,id2] [--zip] [--autograder]
+
+OUT_DIR receives what students get: the package, main.py, generate.py, data.py, sbatch.sh, hw5.md,
+requirements.txt, README.md and the public graded tests. In the Python files every region
+
+        # TODO(some-id): instructions ...
+        ### BEGIN SOLUTION
+        ...solution...
+        ### END SOLUTION
+
+becomes `raise NotImplementedError("TODO(some-id)")` at the region's indentation (instructions kept).
+With --todos only the listed regions become exercises; the others keep their solution. In Markdown
+files, <!-- BEGIN SOLUTION --> ... <!-- END SOLUTION --> blocks are removed. Hidden tests
+(tests/graded/test_hidden_*.py) and the developer tests are left out.
+
+--zip also writes OUT_DIR.zip. --autograder also writes OUT_DIR-autograder/ and OUT_DIR-autograder.zip
+for Gradescope: setup.sh, run_autograder, and the skeleton with all graded tests (hidden ones too).
+
+The handout is checked before the command succeeds: every .py file compiles, `python main.py --help`
+runs, no stripped solution line survives anywhere in it, and every TODO id is listed in hw5.md.
+Malformed markers (unbalanced, nested, or without a TODO(id) comment above) are an error naming the
+file and line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# What students receive (globs relative to the repository root); missing entries are skipped.
+HANDOUT_FILES = ["gpt/*.py", "main.py", "generate.py", "data.py", "sbatch.sh", "hw5.md", "README.md",
+                 "requirements.txt", "pytest.ini", "tests/conftest.py", "tests/gradescope_plugin.py",
+                 "tests/graded/*.py", "tests/graded/fixtures/*"]
+HIDDEN_TESTS = "test_hidden_*.py"
+# The files a student edits and submits (run_autograder copies these from the submission).
+SUBMITTED = ["gpt/bpe.py", "gpt/model.py", "gpt/sampling.py", "gpt/trainer.py", "gpt/lstm.py", "gpt/extras.py"]
+
+BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+MD_BEGIN, MD_END = "<!-- BEGIN SOLUTION -->", "<!-- END SOLUTION -->"
+TODO_RE = re.compile(r"TODO\(([a-z0-9]+(?:-[a-z0-9]+)*)\)")
+
+
+class HandoutError(Exception):
+    pass
+
+
+@dataclass
+class Region:
+    path: str
+    todo: str
+    begin: int          # 1-based line numbers of the markers
+    end: int
+    indent: str
+    lines: list[str]    # the solution lines between the markers
+
+
+def find_regions(path: str, text: str) -> list[Region]:
+    """All solution regions of a Python file, with their TODO ids; HandoutError on malformed markers."""
+    lines = text.split("\n")
+    regions, open_at = [], None
+    for n, line in enumerate(lines, start=1):
+        stripped = line.strip()
+        if stripped == BEGIN:
+            if open_at is not None:
+                raise HandoutError(f"{path}:{n}: nested {BEGIN} (the region opened at line {open_at} is not closed)")
+            open_at = n
+        elif stripped == END:
+            if open_at is None:
+                raise HandoutError(f"{path}:{n}: {END} without a matching {BEGIN}")
+            todo = _todo_above(lines, open_at - 1)
+            if todo is None:
+                raise HandoutError(f"{path}:{open_at}: solution region has no '# TODO(some-id): ...' comment "
+                                   "directly above it")
+            indent = lines[open_at - 1][: len(lines[open_at - 1]) - len(lines[open_at - 1].lstrip())]
+            regions.append(Region(path, todo, open_at, n, indent, lines[open_at:n - 1]))
+            open_at = None
+    if open_at is not None:
+        raise HandoutError(f"{path}:{open_at}: {BEGIN} is never closed by {END}")
+    return regions
+
+
+def _todo_above(lines: list[str], begin_index: int) -> str | None:
+    """The TODO(id) in the block of comment lines directly above line index begin_index."""
+    i = begin_index - 1
+    while i >= 0 and lines[i].strip().startswith("#"):
+        m = TODO_RE.search(lines[i])
+        if m:
+            return m.group(1)
+        i -= 1
+    return None
+
+
+def strip_python(path: str, text: str, todos: set[str] | None) -> tuple[str, list[Region]]:
+    """Replace the selected regions (all when todos is None); unselected regions keep their code."""
+    lines = text.split("\n")
+    regions = find_regions(path, text)
+    stripped = []
+    for r in reversed(regions):   # from the bottom, so earlier line numbers stay valid
+        if todos is None or r.todo in todos:
+            lines[r.begin - 1:r.end] = [f'{r.indent}raise NotImplementedError("TODO({r.todo})")']
+            stripped.append(r)
+        else:
+            lines[r.begin - 1:r.end] = r.lines
+    return "\n".join(lines), stripped[::-1]
+
+
+def strip_markdown(path: str, text: str) -> str:
+    out, open_at = [], None
+    for n, line in enumerate(text.split("\n"), start=1):
+        s = line.strip()
+        if s == MD_BEGIN:
+            if open_at is not None:
+                raise HandoutError(f"{path}:{n}: nested {MD_BEGIN} (opened at line {open_at})")
+            open_at = n
+        elif s == MD_END:
+            if open_at is None:
+                raise HandoutError(f"{path}:{n}: {MD_END} without a matching {MD_BEGIN}")
+            open_at = None
+        elif open_at is None:
+            out.append(line)
+    if open_at is not None:
+        raise HandoutError(f"{path}:{open_at}: {MD_BEGIN} is never closed")
+    return "\n".join(out)
+
+
+def collect(patterns: list[str], include_hidden: bool) -> list[Path]:
+    files = []
+    for pattern in patterns:
+        for p in sorted(ROOT.glob(pattern)):
+            if p.is_file() and "__pycache__" not in p.parts and (include_hidden or not p.match(HIDDEN_TESTS)):
+                files.append(p)
+    return files
+
+
+def all_todo_ids() -> list[str]:
+    ids = []
+    for p in collect(HANDOUT_FILES, include_hidden=True):
+        if p.suffix == ".py":
+            ids += [r.todo for r in find_regions(str(p.relative_to(ROOT)), p.read_text(encoding="utf-8"))]
+    return list(dict.fromkeys(ids))
+
+
+def build(out_dir: Path, todos: set[str] | None, include_hidden: bool = False) -> list[Region]:
+    """Write the skeleton into out_dir; returns the regions that were stripped."""
+    target = out_dir.resolve()
+    protected = [ROOT] + [ROOT / d for d in ("gpt", "tests", "tools")]
+    if any(target == p or (p != ROOT and p in target.parents) for p in protected):
+        raise HandoutError(f"refusing to write the handout into the solution's own folders ({out_dir})")
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    stripped_all = []
+    for src in collect(HANDOUT_FILES, include_hidden):
+        rel = src.relative_to(ROOT)
+        dst = out_dir / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.suffix == ".py":
+            text, stripped = strip_python(str(rel), src.read_text(encoding="utf-8"), todos)
+            dst.write_text(text, encoding="utf-8")
+            stripped_all += stripped
+        elif src.suffix == ".md":
+            dst.write_text(strip_markdown(str(rel), src.read_text(encoding="utf-8")), encoding="utf-8")
+        else:
+            shutil.copy2(src, dst)
+    return stripped_all
+
+
+def verify(out_dir: Path, stripped: list[Region], todos_listed: list[str]) -> None:
+    """Compile every file, run main.py --help, and look for leaked solution lines."""
+    for p in out_dir.rglob("*.py"):
+        try:
+            compile(p.read_text(encoding="utf-8"), str(p), "exec")
+        except SyntaxError as e:
+            raise HandoutError(f"generated {p.relative_to(out_dir)}:{e.lineno} does not compile: {e.msg}") from None
+    proc = subprocess.run([sys.executable, "main.py", "--help"], cwd=out_dir, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise HandoutError(f"'python main.py --help' fails in the handout: {proc.stderr.strip()[-300:]}")
+    # A stripped line leaks if it shows up in the handout, unless the solution also has it outside regions.
+    outside = set()
+    for p in collect(HANDOUT_FILES, include_hidden=True):
+        if p.suffix == ".py":
+            text = p.read_text(encoding="utf-8")
+            inside = {i for r in find_regions(str(p), text) for i in range(r.begin - 1, r.end)}
+            outside |= {ln.strip() for i, ln in enumerate(text.split("\n")) if i not in inside}
+    handout_text = "\n".join(p.read_text(encoding="utf-8", errors="replace") for p in out_dir.rglob("*")
+                             if p.is_file() and p.suffix in (".py", ".md", ".sh", ".txt"))
+    handout_lines = {ln.strip() for ln in handout_text.split("\n")}
+    for r in stripped:
+        for line in r.lines:
+            s = line.strip()
+            if len(s) >= 12 and not s.startswith("#") and s not in outside and s in handout_lines:
+                raise HandoutError(f"solution line of TODO({r.todo}) ({r.path}:{r.begin}) survives in the handout: {s!r}")
+    hw5 = ROOT / "hw5.md"
+    if hw5.exists():
+        listed = hw5.read_text(encoding="utf-8")
+        missing = [t for t in todos_listed if f"`{t}`" not in listed]
+        if missing:
+            raise HandoutError(f"hw5.md does not list the TODO ids {missing}; add them to its TODO table")
+
+
+def make_zip(folder: Path) -> Path:
+    path = folder.with_name(folder.name + ".zip")
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for p in sorted(folder.rglob("*")):
+            if p.is_file() and "__pycache__" not in p.parts:
+                z.write(p, p.relative_to(folder))
+    return path
+
+
+def build_autograder(out_dir: Path, todos: set[str] | None) -> Path:
+    """OUT_DIR-autograder/: setup.sh and run_autograder at the top, the skeleton (all tests) in source/."""
+    ag = out_dir.with_name(out_dir.name + "-autograder")
+    if ag.exists():
+        shutil.rmtree(ag)
+    build(ag / "source", todos, include_hidden=True)
+    for name in ("setup.sh", "run_autograder"):
+        shutil.copy2(ROOT / "tools" / "autograder" / name, ag / name)
+        os.chmod(ag / name, 0o755)
+    (ag / "source" / "SUBMITTED_FILES").write_text("\n".join(SUBMITTED) + "\n")
+    return ag
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out_dir", type=Path)
+    ap.add_argument("--todos", default="all", help="'all' or a comma-separated list of TODO ids to strip")
+    ap.add_argument("--zip", action="store_true", help="also write OUT_DIR.zip")
+    ap.add_argument("--autograder", action="store_true", help="also write the Gradescope autograder")
+    args = ap.parse_args(argv)
+    try:
+        known = all_todo_ids()
+        todos = None
+        if args.todos != "all":
+            todos = {t.strip() for t in args.todos.split(",") if t.strip()}
+            unknown = sorted(todos - set(known))
+            if unknown:
+                raise HandoutError(f"unknown TODO ids {unknown}; the TODOs are: {', '.join(known)}")
+        stripped = build(args.out_dir, todos)
+        verify(args.out_dir, stripped, known)
+        print(f"wrote {args.out_dir}: {len(stripped)} TODO regions stripped "
+              f"({', '.join(dict.fromkeys(r.todo for r in stripped))})")
+        if args.zip:
+            print(f"wrote {make_zip(args.out_dir)}")
+        if args.autograder:
+            ag = build_autograder(args.out_dir, todos)
+            print(f"wrote {ag} and {make_zip(ag)}")
+    except HandoutError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

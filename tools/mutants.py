@@ -1,0 +1,134 @@
+"""Mutation check for the graded tests: plausible wrong answers to each TODO must fail them.
+
+    python tools/mutants.py [--only NAME]
+
+Each mutant edits one solution region (an exact text replacement). For each, the repository's
+handout files are copied to a temporary folder, the edit is applied there, and the graded tests
+run; the mutant is "caught" when at least one graded test of its TODO fails. Prints a table
+(mutant -> the tests that caught it) and exits 1 if any mutant survives.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+from make_handout import HANDOUT_FILES, collect  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    todo: str
+    path: str
+    old: str
+    new: str
+
+
+MUTANTS = [
+    Mutant("count-pairs-ignores-weight", "bpe-count-pairs", "gpt/bpe.py",
+           "counts[pair] = counts.get(pair, 0) + weight", "counts[pair] = counts.get(pair, 0) + 1"),
+    Mutant("count-pairs-overwrites", "bpe-count-pairs", "gpt/bpe.py",
+           "counts[pair] = counts.get(pair, 0) + weight", "counts[pair] = weight"),
+    Mutant("merge-overlapping", "bpe-merge", "gpt/bpe.py", "            i += 2\n", "            i += 1\n"),
+    Mutant("merge-first-occurrence-only", "bpe-merge", "gpt/bpe.py",
+           "            out.append(new_id)\n            i += 2\n",
+           "            out.append(new_id)\n            out.extend(ids[i + 2:])\n            break\n"),
+    Mutant("encode-leftmost-pair-not-lowest-rank", "bpe-encode-word", "gpt/bpe.py",
+           'best = min(zip(ids, ids[1:]), key=lambda p: merges.get(p, float("inf")))',
+           "best = next((p for p in zip(ids, ids[1:]) if p in merges), ids[:2] and (ids[0], ids[1]))"),
+    Mutant("encode-highest-rank-first", "bpe-encode-word", "gpt/bpe.py",
+           'best = min(zip(ids, ids[1:]), key=lambda p: merges.get(p, float("inf")))',
+           'best = max(zip(ids, ids[1:]), key=lambda p: merges.get(p, -1))'),
+    Mutant("mask-includes-the-future", "attention-mask", "gpt/model.py",
+           "causal_mask = torch.tril(torch.ones(config.block_size, config.block_size))",
+           "causal_mask = torch.triu(torch.ones(config.block_size, config.block_size))"),
+    Mutant("mask-all-ones", "attention-mask", "gpt/model.py",
+           "causal_mask = torch.tril(torch.ones(config.block_size, config.block_size))",
+           "causal_mask = torch.ones(config.block_size, config.block_size)"),
+    Mutant("attention-missing-scaling", "attention-forward", "gpt/model.py",
+           "att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))", "att = q @ k.transpose(-2, -1)"),
+    Mutant("attention-scales-by-d-not-sqrt-d", "attention-forward", "gpt/model.py",
+           "(1.0 / math.sqrt(k.size(-1)))", "(1.0 / k.size(-1))"),
+    Mutant("attention-softmax-wrong-dim", "attention-forward", "gpt/model.py",
+           "att = F.softmax(att, dim=-1)", "att = F.softmax(att, dim=-2)"),
+    Mutant("attention-no-mask", "attention-forward", "gpt/model.py",
+           'att = att.masked_fill(mask == 0, float("-inf"))', "pass"),
+    Mutant("attention-mask-rows-ignore-cache", "attention-forward", "gpt/model.py",
+           "mask = self.causal_mask[:, :, past:past + T, :S]   ", "mask = self.causal_mask[:, :, :T, :S]   "),
+    Mutant("top-p-drops-the-token-that-crosses-p", "sample-top-p", "gpt/sampling.py",
+           "remove_sorted = mass_before >= p", "remove_sorted = torch.cumsum(probs, dim=-1) > p"),
+    Mutant("top-p-keeps-the-wrong-order", "sample-top-p", "gpt/sampling.py",
+           "remove = torch.zeros_like(remove_sorted).scatter(-1, order, remove_sorted)", "remove = remove_sorted"),
+    Mutant("top-p-keeps-the-least-likely", "sample-top-p", "gpt/sampling.py",
+           "torch.sort(logits, dim=-1, descending=True)", "torch.sort(logits, dim=-1, descending=False)"),
+    Mutant("perplexity-mean-of-batch-losses", "perplexity", "gpt/trainer.py",
+           "        total_nll += (nll * mask.reshape(-1)).sum().double()\n        total_tokens += int(mask.sum().item())\n",
+           "        total_nll += ((nll * mask.reshape(-1)).sum() / mask.sum()).double()\n        total_tokens += 1\n"),
+    Mutant("perplexity-counts-padding", "perplexity", "gpt/trainer.py",
+           "total_tokens += int(mask.sum().item())", "total_tokens += mask.numel()"),
+    Mutant("perplexity-nll-includes-padding", "perplexity", "gpt/trainer.py",
+           "total_nll += (nll * mask.reshape(-1)).sum().double()", "total_nll += nll.sum().double()"),
+    Mutant("train-step-no-clipping", "train-step", "gpt/trainer.py",
+           "    if grad_clip > 0:\n        torch.nn.utils.clip_grad_norm_", "    if False:\n        torch.nn.utils.clip_grad_norm_"),
+    Mutant("train-step-no-zero-grad", "train-step", "gpt/trainer.py",
+           "    optimizer.zero_grad(set_to_none=True)\n    ### END SOLUTION", "    ### END SOLUTION"),
+    Mutant("train-step-sums-micro-batches", "train-step", "gpt/trainer.py",
+           "        loss = loss / n\n", ""),
+]
+
+
+def run_mutant(m: Mutant, workdir: Path) -> list[str]:
+    """Apply m in a fresh copy; return the names of the graded tests of m.todo that failed."""
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    for src in collect(HANDOUT_FILES, include_hidden=True):
+        dst = workdir / src.relative_to(ROOT)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dst)
+    target = workdir / m.path
+    text = target.read_text(encoding="utf-8")
+    if text.count(m.old) != 1:
+        raise SystemExit(f"mutant {m.name}: the text to replace occurs {text.count(m.old)} times in {m.path}")
+    target.write_text(text.replace(m.old, m.new), encoding="utf-8")
+    results = workdir / "results.json"
+    subprocess.run([sys.executable, "-m", "pytest", "-m", "graded", "-q", "-p", "no:cacheprovider",
+                    "--gradescope-results", str(results)], cwd=workdir, capture_output=True, text=True, timeout=600)
+    tests = json.loads(results.read_text())["tests"]
+    return [t["name"].split(":")[0] for t in tests
+            if t["status"] == "failed" and (t["name"].startswith(f"[{m.todo}]") or t["name"].startswith("collecting"))]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", help="run one mutant by name")
+    args = ap.parse_args(argv)
+    mutants = [m for m in MUTANTS if args.only in (None, m.name)]
+    survivors = []
+    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        # each mutant runs in its own copy, so they can run side by side (one per core)
+        caught_by = pool.map(lambda im: run_mutant(im[1], Path(tmp) / f"work{im[0]}"), enumerate(mutants))
+        print("| mutant | TODO | caught by |\n| --- | --- | --- |")
+        for m, caught in zip(mutants, caught_by):
+            print(f"| {m.name} | {m.todo} | {', '.join(caught) if caught else 'SURVIVED'} |", flush=True)
+            if not caught:
+                survivors.append(m.name)
+    if survivors:
+        print(f"{len(survivors)} mutant(s) survived: {', '.join(survivors)}", file=sys.stderr)
+        return 1
+    print(f"all {len(mutants)} mutants caught")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
