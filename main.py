@@ -254,6 +254,47 @@ def cmd_compare(args) -> int:
     return 0
 
 
+# -- params ---------------------------------------------------------------------------------
+
+def cmd_params(args) -> int:
+    from gpt.model import GPTConfig, count_parameters
+    from gpt.utils import estimate_training_memory
+    custom = [args.n_layer, args.n_head, args.n_embd]
+    try:
+        if any(v is not None for v in custom):
+            if not all(v is not None for v in custom):
+                raise UserError("give all of --n-layer, --n-head and --n-embd for a custom configuration")
+            configs = [("custom", GPTConfig(vocab_size=args.vocab_size, block_size=args.block_size or 1024,
+                                            n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd))]
+        else:
+            configs = [(name, GPTConfig.preset(name, vocab_size=args.vocab_size, block_size=args.block_size))
+                       for name in args.preset]
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    gb = lambda x: f"{x / 1e9:9.3f}"
+    for name, cfg in configs:
+        T = args.seq_len or cfg.block_size
+        print(f"{name}: {cfg.n_layer} layers, {cfg.n_head} heads, width {cfg.n_embd}, vocab {cfg.vocab_size}, "
+              f"context {cfg.block_size}")
+        print(f"  parameters: {count_parameters(cfg):,} total, {count_parameters(cfg, non_embedding=True):,} "
+              f"non-embedding")
+        print(f"  training memory, GB (1e9 bytes), batch {args.batch_size} x {T} tokens, optimizer {args.optimizer}:")
+        print(f"  {'precision':<9} {'attention':<9} {'params':>9} {'grads':>9} {'optim':>9} {'w.copies':>9} "
+              f"{'activ.':>9} {'logits':>9} {'total':>9}")
+        for precision in ("fp32", "bf16"):
+            for attn in ("manual", "sdpa"):
+                m = estimate_training_memory(cfg, args.batch_size, T, args.optimizer, precision, attn)
+                print(f"  {precision:<9} {attn:<9} {gb(m['parameters'])} {gb(m['gradients'])} "
+                      f"{gb(m['optimizer_state'])} {gb(m['weight_copies'])} {gb(m['activations'])} "
+                      f"{gb(m['logits'])} {gb(m['total'])}")
+        print()
+    print("formulas: total = V*C + T*C + L*(12*C^2 + 13*C) + 2*C (tied output layer); states 4N weights + 4N grads\n"
+          "+ optimizer (sgd 0, momentum 4N, adam(w) 8N) + 2N bf16 weight copies; activations per layer\n"
+          "s*b*h*(34 + 5*a*s/h) bytes at 2 bytes/value (Korthikanti et al. 2022; the 5as/h term is the stored\n"
+          "T x T attention, absent with the fused kernel; x2 in fp32); logits b*s*V*(activation bytes + 4).")
+    return 0
+
+
 # -- the parser ------------------------------------------------------------------------------
 
 def build_parser() -> ArgumentParser:
@@ -298,6 +339,22 @@ def build_parser() -> ArgumentParser:
     e.add_argument("--cache-dir", default="runs/cache")
     e.add_argument("--out-dir", default="runs/eval", help="unused; accepted for symmetry")
     e.set_defaults(func=cmd_eval)
+
+    from gpt.model import PRESETS
+    pa = sub.add_parser("params", help="parameter counts and training-memory estimates",
+                        description="Exact parameter counts and a training-memory estimate (parameters, gradients, "
+                                    "optimizer state, activations, logits) for presets or a given configuration.")
+    pa.add_argument("--preset", nargs="+", choices=tuple(PRESETS), default=["gpt-nano", "gpt2", "gpt3"])
+    pa.add_argument("--n-layer", type=positive_int)
+    pa.add_argument("--n-head", type=positive_int)
+    pa.add_argument("--n-embd", type=positive_int)
+    pa.add_argument("--vocab-size", type=positive_int, default=50257)
+    pa.add_argument("--block-size", type=positive_int, default=None, help="default: the preset's")
+    pa.add_argument("--batch-size", type=positive_int, default=8)
+    pa.add_argument("--seq-len", type=positive_int, default=None, help="tokens per sequence (default: block size)")
+    pa.add_argument("--optimizer", choices=("adamw", "adam", "sgd", "momentum"), default="adamw")
+    pa.add_argument("--out-dir", default="runs/params", help="unused; accepted for symmetry")
+    pa.set_defaults(func=cmd_params)
     return p
 
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from gpt.sampling import next_token
+from gpt.sampling import generate
 
 ATTN_IMPLS = ("manual", "sdpa")
 
@@ -304,43 +304,26 @@ class GPT(nn.Module):
         position shifts (positions are learned, absolute), so the cache is rebuilt from the
         cropped context at each step, which costs what recomputation costs.
         """
-        if max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-        if idx.dim() != 2 or idx.size(1) == 0:
-            raise ValueError(f"idx must have shape (B, T) with T >= 1, got {tuple(idx.shape)}")
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.inference_mode():   # like no_grad, with less bookkeeping per op
-                out = self._generate(idx, max_new_tokens, temperature, do_sample, top_k, top_p,
-                                     eos_id, use_cache, generator)
-        finally:
-            self.train(was_training)
-        return out.clone()   # a normal tensor again, usable anywhere (e.g. as training data)
+        return generate(self, idx, max_new_tokens, lambda: self._next_logits_fn(use_cache), temperature,
+                        do_sample, top_k, top_p, eos_id, generator)
 
-    def _generate(self, idx, max_new_tokens, temperature, do_sample, top_k, top_p, eos_id,
-                  use_cache, generator):
-        cfg = self.config
-        done = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
+    def _next_logits_fn(self, use_cache: bool):
+        """A step function for gpt.sampling.generate: idx (B, T) -> logits (B, V) of the next token."""
+        block = self.config.block_size
         cache = None
-        for _ in range(max_new_tokens):
-            context = idx[:, -cfg.block_size:]
+
+        def step(idx):
+            nonlocal cache
+            context = idx[:, -block:]
             if not use_cache:
                 h = self._hidden(context)
-            elif cache is not None and cache.length < cfg.block_size:
+            elif cache is not None and cache.length < block:
                 h = self._hidden(idx[:, -1:], cache)         # only the newest token
             else:
                 cache = self.new_cache(idx.size(0))          # (re)fill from the context
                 h = self._hidden(context, cache)
-            logits = self.lm_head(h[:, -1, :]).float()       # (B, V): only the last position
-            nxt = next_token(logits, temperature, do_sample, top_k, top_p, generator)   # (B,)
-            if eos_id is not None:
-                nxt = torch.where(done, torch.full_like(nxt, eos_id), nxt)
-                done |= nxt == eos_id
-            idx = torch.cat([idx, nxt[:, None]], dim=1)
-            if eos_id is not None and bool(done.all()):
-                break
-        return idx
+            return self.lm_head(h[:, -1, :])                 # (B, V): only the last position
+        return step
 
     def new_cache(self, batch: int) -> KVCache:
         cfg = self.config

@@ -199,3 +199,45 @@ def run_cli(fn) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+# -- training-memory estimate ------------------------------------------------------------------
+
+OPTIMIZER_STATE_BYTES = {"sgd": 0, "momentum": 4, "adam": 8, "adamw": 8}   # fp32 state per parameter
+
+
+def estimate_training_memory(cfg, batch_size: int, seq_len: int | None = None, optimizer: str = "adamw",
+                             precision: str = "fp32", attn_impl: str | None = None) -> dict:
+    """Bytes needed to train GPT(cfg) on batches of batch_size x seq_len tokens, by component.
+
+    Model states (per parameter N): weights 4N and gradients 4N (fp32; under bf16 autocast PyTorch
+    keeps fp32 weights and gradients too), optimizer state (sgd 0, momentum 4N, adam/adamw 8N for
+    the two moments); with bf16 autocast add 2N for the bf16 copies of the weights used in matmuls.
+    Adam in mixed precision is thus 16 (+2) bytes per parameter, as in the ZeRO paper's 16 bytes.
+
+    Activations saved for the backward pass, per layer (Korthikanti et al. 2022, "Reducing
+    activation recomputation"), with s = seq_len, b = batch, h = n_embd, a = n_head, and 2-byte
+    activations: s*b*h*(34 + 5*a*s/h) bytes; the 5*a*s/h part is the T x T attention (scores,
+    softmax, dropout mask), which the fused kernel does not store (it keeps O(s) statistics).
+    In fp32 the activations take twice the bytes (masks stay 1 byte: we use 2x as the estimate).
+    Logits: b*s*V values kept in the activation dtype plus the fp32 copy the loss uses, and the
+    embedding output s*b*h.
+    """
+    from gpt.model import count_parameters
+    s = seq_len or cfg.block_size
+    b, h, a, L, V = batch_size, cfg.n_embd, cfg.n_head, cfg.n_layer, cfg.vocab_size
+    n = count_parameters(cfg)
+    act_bytes = 2 if precision in ("bf16", "fp16") else 4
+    attn = attn_impl or cfg.attn_impl
+    per_layer_16bit = s * b * h * (34 + (5 * a * s / h if attn == "manual" else 0))
+    activations = L * per_layer_16bit * (act_bytes / 2) + s * b * h * act_bytes
+    logits = b * s * V * (act_bytes + 4)
+    states = {
+        "parameters": 4 * n,
+        "gradients": 4 * n,
+        "optimizer_state": OPTIMIZER_STATE_BYTES[optimizer] * n,
+        "weight_copies": 2 * n if precision in ("bf16", "fp16") else 0,
+    }
+    out = {**states, "activations": int(activations), "logits": int(logits)}
+    out["total"] = sum(out.values())
+    return out

@@ -136,7 +136,7 @@ def test_autograder_grades_a_submission(handout, tmp_path):
     shutil.copytree(ag / "source", root / "source")
     sub = root / "submission"
     sub.mkdir()
-    for rel in ("gpt/bpe.py", "gpt/model.py", "gpt/sampling.py", "gpt/trainer.py"):   # a flat upload
+    for rel in ("gpt/bpe.py", "gpt/model.py", "gpt/sampling.py", "gpt/trainer.py", "gpt/lstm.py"):   # flat upload
         (sub / os.path.basename(rel)).write_text((ROOT / rel).read_text())
     proc = subprocess.run(["bash", str(ag / "run_autograder")], env={**os.environ, "AUTOGRADER_ROOT": str(root)},
                           capture_output=True, text=True, timeout=900)

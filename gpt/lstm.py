@@ -1,0 +1,110 @@
+"""An LSTM language model with GPT's interface: the baseline for the model-comparison experiments.
+
+    embedding (V -> n_embd) -> dropout -> n_layer LSTM (hidden n_hidden) -> dropout -> linear (n_hidden -> V)
+
+`forward(idx, targets, mask) -> (logits, loss)` and `generate(...)` match gpt.model.GPT, so the
+trainer, evaluation and sampling work unchanged. block_size is the training window length and the
+longest context used when generating (for a like-for-like comparison with GPT).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn as nn
+
+from gpt.model import lm_loss
+from gpt.sampling import generate
+
+
+@dataclass
+class LSTMConfig:
+    vocab_size: int
+    block_size: int
+    n_layer: int = 1
+    n_embd: int = 512
+    n_hidden: int = 512
+    dropout: float = 0.1
+    tie_weights: bool = False   # share the embedding with the output layer (needs n_embd == n_hidden)
+
+    def __post_init__(self):
+        for name in ("vocab_size", "block_size", "n_layer", "n_embd", "n_hidden"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"LSTMConfig.{name} must be a positive integer, got {value!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"LSTMConfig.dropout must be in [0, 1), got {self.dropout!r}")
+        if self.tie_weights and self.n_embd != self.n_hidden:
+            raise ValueError(f"LSTMConfig.tie_weights needs n_embd == n_hidden, got {self.n_embd} and {self.n_hidden}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LSTMConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def count_lstm_parameters(cfg: LSTMConfig) -> int:
+    """Embedding V*E; each LSTM layer 4 gates x (input->hidden + hidden->hidden + two biases);
+    output layer H*V + V (its weight shared with the embedding when tied)."""
+    E, H, V = cfg.n_embd, cfg.n_hidden, cfg.vocab_size
+    lstm = sum(4 * H * ((E if layer == 0 else H) + H + 2) for layer in range(cfg.n_layer))
+    return V * E + lstm + (0 if cfg.tie_weights else H * V) + V
+
+
+class LSTMLanguageModel(nn.Module):
+    def __init__(self, config: LSTMConfig):
+        super().__init__()
+        self.config = config
+        self.embedding = nn.Embedding(config.vocab_size, config.n_embd)
+        self.drop = nn.Dropout(config.dropout)
+        self.lstm = nn.LSTM(config.n_embd, config.n_hidden, num_layers=config.n_layer, batch_first=True,
+                            dropout=config.dropout if config.n_layer > 1 else 0.0)
+        self.head = nn.Linear(config.n_hidden, config.vocab_size)
+        if config.tie_weights:
+            self.head.weight = self.embedding.weight
+        nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
+
+    def _run(self, idx: torch.Tensor, state=None):
+        """idx (B, T) -> logits (B, T, V) and the final (h, c) state, each (n_layer, B, n_hidden)."""
+        # TODO(lstm-forward): embed idx (B, T) -> (B, T, n_embd), apply self.drop, run self.lstm
+        # from `state` (None means zeros) -> outputs (B, T, n_hidden) and the new state, apply
+        # self.drop to the outputs, and map them to logits with self.head -> (B, T, V).
+        ### BEGIN SOLUTION
+        x = self.drop(self.embedding(idx))             # (B, T, E)
+        out, state = self.lstm(x, state)               # (B, T, H)
+        logits = self.head(self.drop(out))             # (B, T, V)
+        ### END SOLUTION
+        return logits, state
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, mask: torch.Tensor | None = None):
+        logits, _ = self._run(idx)
+        loss = lm_loss(logits, targets, mask) if targets is not None else None
+        return logits, loss
+
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                 do_sample: bool = False, top_k: int | None = None, top_p: float | None = None,
+                 eos_id: int | None = None, use_cache: bool = True,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        """As GPT.generate. The "cache" is the LSTM state: each step feeds only the newest token.
+        Like GPT, the context is the last block_size tokens, so once it is longer the state is
+        rebuilt from the cropped context at every step (use_cache=False always rebuilds)."""
+        return generate(self, idx, max_new_tokens, lambda: self._next_logits_fn(use_cache), temperature,
+                        do_sample, top_k, top_p, eos_id, generator)
+
+    def _next_logits_fn(self, use_cache: bool):
+        block = self.config.block_size
+        state, seen = None, 0
+
+        def step(idx):
+            nonlocal state, seen
+            if use_cache and state is not None and idx.size(1) <= block:
+                logits, state = self._run(idx[:, seen:], state)      # the tokens not fed yet
+            else:
+                logits, state = self._run(idx[:, -block:])
+            seen = idx.size(1)
+            return logits[:, -1, :]
+        return step
