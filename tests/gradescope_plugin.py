@@ -1,7 +1,7 @@
 """A small pytest plugin for grading.
 
-Graded tests carry `@pytest.mark.points(N, todo="attention-mask")` (optionally `visibility=` and
-`timeout=` seconds, default 60). Options:
+Graded tests carry `@pytest.mark.points(N, todo="attention-mask")` (optionally `visibility=`, `timeout=` seconds,
+default 60, and `extra_credit=True`: the points count when the test passes but not in the maximum). Options:
 
     pytest --gradescope-results results.json     write Gradescope's results.json
     pytest -m graded                              run only graded tests (any test with a points mark)
@@ -45,7 +45,8 @@ def _points(item):
     if mark is None:
         return None
     n = mark.args[0] if mark.args else mark.kwargs["n"]
-    return {"max_score": float(n), "todo": mark.kwargs.get("todo"),
+    extra = bool(mark.kwargs.get("extra_credit", False))   # counts when passed, adds nothing to the maximum
+    return {"points": float(n), "max_score": 0.0 if extra else float(n), "todo": mark.kwargs.get("todo"),
             "visibility": mark.kwargs.get("visibility", "visible"),
             "timeout": mark.kwargs.get("timeout", DEFAULT_TIMEOUT)}
 
@@ -118,7 +119,7 @@ def pytest_sessionfinish(session, exitstatus):
         info, item = entry["info"], entry["item"]
         doc = (getattr(item, "function", None).__doc__ or "").strip().split("\n")[0] if hasattr(item, "function") else ""
         name = f"[{info['todo']}] {item.name}" + (f": {doc}" if doc else "")
-        tests.append({"name": name, "number": str(number), "score": info["max_score"] if entry["passed"] else 0.0,
+        tests.append({"name": name, "number": str(number), "score": info["points"] if entry["passed"] else 0.0,
                       "max_score": info["max_score"], "status": "passed" if entry["passed"] else "failed",
                       "output": entry["output"] or "passed", "visibility": info["visibility"]})
     for err in _COLLECT_ERRORS:

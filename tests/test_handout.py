@@ -25,8 +25,14 @@ def run(args, cwd=ROOT, **kw):
 
 
 def graded_results(cwd, *extra) -> dict:
+    """Run the graded tests in `cwd` and return the results.json they write."""
     out = os.path.join(str(cwd), "results.json")
-    run(["-m", "pytest", "-m", "graded", "-q", "-p", "no:cacheprovider", "--gradescope-results", out, *extra], cwd=cwd)
+    if os.path.exists(out):
+        os.remove(out)              # never read a stale file from an earlier run
+    proc = run(["-m", "pytest", "tests", "-m", "graded", "-q", "-p", "no:cacheprovider",
+                "--gradescope-results", out, *extra], cwd=cwd)
+    assert proc.returncode in (0, 1) and os.path.exists(out), \
+        f"the graded run did not complete (exit {proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
     with open(out) as f:
         return json.load(f)
 
@@ -107,12 +113,13 @@ def test_every_graded_test_fails_on_the_skeleton(handout):
 def test_solution_gets_full_points_and_matches_hw5_total():
     res = graded_results(ROOT)
     total = sum(t["max_score"] for t in res["tests"])
-    assert res["score"] == total and all(t["status"] == "passed" for t in res["tests"])
+    assert res["score"] == total + 5 and all(t["status"] == "passed" for t in res["tests"])   # + extra credit
     hw5 = (ROOT / "hw5.md").read_text()
+    assert any(t["max_score"] == 0 < t["score"] for t in res["tests"]), "extra credit counts beyond the maximum"
     public = sum(t["max_score"] for t in res["tests"] if t["visibility"] == "visible")
     assert f"**{public:g} points**" in hw5, "hw5.md states the public total"
     for todo in make_handout.all_todo_ids():
-        pts = sum(t["max_score"] for t in res["tests"] if t["name"].startswith(f"[{todo}]") and t["visibility"] == "visible")
+        pts = sum(t["score"] for t in res["tests"] if t["name"].startswith(f"[{todo}]") and t["visibility"] == "visible")
         assert f"| `{todo}` |" in hw5 and f"| {pts:g} |" in hw5, f"hw5.md lists {todo} with its {pts} points"
 
 
@@ -136,12 +143,12 @@ def test_autograder_grades_a_submission(handout, tmp_path):
     shutil.copytree(ag / "source", root / "source")
     sub = root / "submission"
     sub.mkdir()
-    for rel in ("gpt/bpe.py", "gpt/model.py", "gpt/sampling.py", "gpt/trainer.py", "gpt/lstm.py"):   # flat upload
+    for rel in ("gpt/bpe.py", "gpt/model.py", "gpt/sampling.py", "gpt/trainer.py", "gpt/lstm.py", "gpt/extras.py"):
         (sub / os.path.basename(rel)).write_text((ROOT / rel).read_text())
     proc = subprocess.run(["bash", str(ag / "run_autograder")], env={**os.environ, "AUTOGRADER_ROOT": str(root)},
                           capture_output=True, text=True, timeout=900)
     res = json.loads((root / "results" / "results.json").read_text())
-    assert res["score"] == sum(t["max_score"] for t in res["tests"]) > 0, proc.stdout + proc.stderr
+    assert res["score"] == sum(t["max_score"] for t in res["tests"]) + 5 > 5, proc.stdout + proc.stderr
     assert any(t["visibility"] == "after_published" for t in res["tests"]), "hidden tests run in the autograder"
 
 

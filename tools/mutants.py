@@ -83,6 +83,8 @@ MUTANTS = [
            "out, state = self.lstm(x, state)", "out, state = self.lstm(x)"),
     Mutant("lstm-skips-the-recurrence", "lstm-forward", "gpt/lstm.py",
            "logits = self.head(self.drop(out))", "logits = self.head(self.drop(torch.tanh(x @ torch.ones(x.size(-1), out.size(-1)))))"),
+    Mutant("recovery-forgets-the-bias", "logit-bias-recovery", "gpt/extras.py",
+           "math.log(answer[i]) - math.log(other_p) - bias", "math.log(answer[i]) - math.log(other_p)"),
     Mutant("train-step-no-clipping", "train-step", "gpt/trainer.py",
            "    if grad_clip > 0:\n        torch.nn.utils.clip_grad_norm_", "    if False:\n        torch.nn.utils.clip_grad_norm_"),
     Mutant("train-step-no-zero-grad", "train-step", "gpt/trainer.py",
