@@ -59,16 +59,20 @@ def add_model_args(p):
     g.add_argument("--dropout", type=non_negative_float)
     g.add_argument("--attn-impl", choices=("manual", "sdpa"), default="manual",
                    help="manual: the hand-written attention (default); sdpa: PyTorch's fused kernel")
+    g.add_argument("--model", choices=("gpt", "lstm"), default="gpt", help="gpt (default) or the LSTM baseline")
+    g.add_argument("--n-hidden", type=positive_int, default=512, help="LSTM hidden size (default 512)")
 
 
 def add_train_args(p):
     g = p.add_argument_group("training")
     g.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps")
     g.add_argument("--max-iters", type=positive_int)
+    g.add_argument("--epochs", type=positive_float, help="train for this many passes over the data (sets --max-iters)")
     g.add_argument("--batch-size", type=positive_int)
     g.add_argument("--lr", type=positive_float, dest="learning_rate")
     g.add_argument("--optimizer", choices=("adamw", "adam", "sgd", "momentum"))
     g.add_argument("--weight-decay", type=non_negative_float)
+    g.add_argument("--momentum", type=non_negative_float, help="for --optimizer momentum (default 0.9)")
     g.add_argument("--grad-clip", type=non_negative_float, help="max gradient norm; 0 turns it off")
     g.add_argument("--warmup-iters", type=non_negative_int)
     g.add_argument("--schedule", choices=("cosine", "constant"))
@@ -83,6 +87,8 @@ def add_train_args(p):
     g.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last.pt")
     g.add_argument("--no-progress", action="store_true", help="no progress bar (e.g. in batch jobs)")
     g.add_argument("--max-new-tokens", type=non_negative_int, default=60, help="length of the final samples")
+    g.add_argument("--no-report", action="store_true",
+                   help="skip the final whole-split report and the samples (used by experiments)")
 
 
 # -- train ---------------------------------------------------------------------------------
@@ -99,7 +105,7 @@ def resolve_settings(args, device_type: str) -> tuple[dict, dict]:
         if not torch.cuda.is_bf16_supported():
             profile["precision"] = "fp32"
     model_keys = ("n_layer", "n_head", "n_embd", "block_size", "dropout")
-    train_keys = ("max_iters", "batch_size", "learning_rate", "optimizer", "weight_decay", "grad_clip",
+    train_keys = ("max_iters", "batch_size", "learning_rate", "optimizer", "weight_decay", "momentum", "grad_clip",
                   "warmup_iters", "schedule", "eval_interval", "eval_batches", "precision", "compile",
                   "grad_accum", "seed", "patience", "log_interval")
     pick = lambda k: getattr(args, k) if getattr(args, k, None) is not None else profile.get(k)
@@ -121,7 +127,6 @@ def cmd_train(args) -> int:
     import torch
     from data import WindowBatches
     from generate import HANDOUT_PROMPTS, complete
-    from gpt.model import GPT, GPTConfig, count_parameters
     from gpt.trainer import TrainConfig, Trainer, evaluate, load_checkpoint, model_from_checkpoint
     from gpt.utils import atomic_write_bytes, choose_device, ensure_dir
 
@@ -133,21 +138,27 @@ def cmd_train(args) -> int:
     corpus, tok, ids = prepare_data(args, vocab)
     print(f"corpus: {corpus.name}; tokenizer: {args.tokenizer}, vocab {tok.vocab_size}; tokens: "
           + ", ".join(f"{s} {len(a):,}" for s, a in ids.items()) + f" ({time.perf_counter() - t0:.1f} s)")
+    if args.epochs is not None:   # one epoch = every training window once
+        windows = (len(ids["train"]) - 1) // model_settings["block_size"]
+        per_iter = train_settings.get("batch_size", 32) * train_settings.get("grad_accum", 1)
+        train_settings["max_iters"] = max(1, math.ceil(args.epochs * (windows // per_iter)))
     try:
-        cfg = GPTConfig(vocab_size=tok.vocab_size, attn_impl=args.attn_impl, **model_settings)
+        model, cfg = build_model(args, tok.vocab_size, model_settings)
         tcfg = TrainConfig(device=str(device), out_dir=out_dir, resume=args.resume,
                            progress=not args.no_progress, **train_settings)
     except ValueError as e:
         raise UserError(str(e)) from None
-    model = GPT(cfg)
-    print(f"model: {cfg.n_layer} layers, {cfg.n_head} heads, width {cfg.n_embd}, context {cfg.block_size}: "
-          f"{count_parameters(cfg):,} parameters; device {device}; {tcfg.max_iters} iterations of "
-          f"{tcfg.batch_size * tcfg.grad_accum} x {cfg.block_size} tokens")
-    batches = WindowBatches(ids["train"], cfg.block_size, tcfg.batch_size * 1, tcfg.seed)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"model: {describe(args.model, cfg)}: {n_params:,} parameters; device {device}; {tcfg.max_iters} "
+          f"iterations of {tcfg.batch_size * tcfg.grad_accum} x {cfg.block_size} tokens")
+    batches = WindowBatches(ids["train"], cfg.block_size, tcfg.batch_size, tcfg.seed)
     extra = {"corpus": args.corpus, "data_dir": os.path.abspath(args.data_dir) if args.data_dir else None,
              "tokenizer": args.tokenizer, "gpt2_dir": args.gpt2_dir}
     trainer = Trainer(model, tcfg, batches, ids["valid"], tok, extra)
     summary = trainer.train()
+    write_summary(out_dir, args, cfg, tcfg, n_params, summary)
+    if args.no_report:
+        return 0
 
     best_ckpt = load_checkpoint(os.path.join(out_dir, "best.pt"), device)
     best, tok = model_from_checkpoint(best_ckpt, device)
@@ -166,6 +177,43 @@ def cmd_train(args) -> int:
     print("\n" + "\n\n".join(lines))
     print(f"\nwrote {out_dir}/: metrics.jsonl, loss.png, ppl.png, best.pt, last.pt, samples.txt")
     return 0
+
+
+def build_model(args, vocab_size: int, settings: dict):
+    """(model, config) for --model gpt or lstm from the resolved settings."""
+    from gpt.lstm import LSTMConfig, LSTMLanguageModel
+    from gpt.model import GPT, GPTConfig
+    if args.model == "lstm":
+        cfg = LSTMConfig(vocab_size=vocab_size, block_size=settings["block_size"], n_layer=settings["n_layer"],
+                         n_embd=settings["n_embd"], n_hidden=args.n_hidden, dropout=settings["dropout"])
+        return LSTMLanguageModel(cfg), cfg
+    cfg = GPTConfig(vocab_size=vocab_size, attn_impl=args.attn_impl, **settings)
+    return GPT(cfg), cfg
+
+
+def describe(kind: str, cfg) -> str:
+    if kind == "lstm":
+        return f"LSTM, {cfg.n_layer} layers, embedding {cfg.n_embd}, hidden {cfg.n_hidden}, context {cfg.block_size}"
+    return f"GPT, {cfg.n_layer} layers, {cfg.n_head} heads, width {cfg.n_embd}, context {cfg.block_size}"
+
+
+def write_summary(out_dir: str, args, cfg, tcfg, n_params: int, summary: dict) -> None:
+    """summary.json: the run's headline numbers (read by `experiments`)."""
+    import json
+    from gpt.utils import atomic_write_bytes, read_jsonl
+    records = read_jsonl(os.path.join(out_dir, "metrics.jsonl"))
+    evals = [r for r in records if r["kind"] == "eval"]
+    train = [r for r in records if r["kind"] == "train"]
+    best = min(evals, key=lambda r: r["valid_ppl"]) if evals else None
+    at_best = [r for r in train if best and r["iter"] <= best["iter"]]
+    out = {"model": args.model, "n_layer": cfg.n_layer, "optimizer": tcfg.optimizer, "parameters": n_params,
+           "best_valid_ppl": best["valid_ppl"] if best else None, "best_iter": best["iter"] if best else None,
+           "train_ppl_at_best": at_best[-1]["ppl"] if at_best else None,
+           "iterations": summary["iterations"], "train_seconds": round(summary["train_seconds"], 2),
+           "tokens_per_sec": round(sum(r["tokens_per_sec"] for r in train) / len(train), 1) if train else None,
+           "peak_gpu_mem_mb": max((r.get("peak_gpu_mem_mb", 0) for r in evals), default=0) or None,
+           "stopped_early": summary["stopped_early"]}
+    atomic_write_bytes(os.path.join(out_dir, "summary.json"), json.dumps(out, indent=1).encode())
 
 
 def whole_split_result(out_dir: str, iteration: int, n_tokens: int):
@@ -254,6 +302,42 @@ def cmd_compare(args) -> int:
     return 0
 
 
+# -- experiments ------------------------------------------------------------------------------
+
+QUICK = ["--vocab-size", "512", "--block-size", "32", "--n-embd", "32", "--n-head", "2", "--n-hidden", "64",
+         "--max-iters", "40", "--eval-interval", "20", "--eval-batches", "20", "--device", "cpu"]
+
+
+def cmd_experiments(args) -> int:
+    import torch
+    from gpt.experiments import default_grid, load_grid, run_grid
+    runs = load_grid(args.grid) if args.grid else default_grid()
+    if args.only:
+        wanted = [x.strip() for x in args.only.split(",") if x.strip()]
+        unknown = sorted(set(wanted) - {r.id for r in runs})
+        if unknown:
+            raise UserError(f"--only names unknown runs {unknown}; the runs are: {', '.join(r.id for r in runs)}")
+        runs = [r for r in runs if r.id in wanted]
+    flags = ["--lr", str(args.lr), "--momentum", str(args.momentum), "--weight-decay", str(args.weight_decay),
+             "--batch-size", str(args.batch_size), "--cache-dir", args.cache_dir]
+    for name in ("corpus", "data_dir", "tokenizer", "gpt2_dir"):
+        value = getattr(args, name)
+        if value is not None:
+            flags += [f"--{name.replace('_', '-')}", str(value)]
+    if args.quick:
+        flags += QUICK
+    else:
+        for name in ("vocab_size", "block_size", "n_embd", "n_head", "n_hidden", "max_iters", "epochs",
+                     "eval_interval", "eval_batches"):
+            value = getattr(args, name)
+            if value is not None:
+                flags += [f"--{name.replace('_', '-')}", str(value)]
+        flags += ["--device", args.device]
+    gpu = not args.quick and args.device in ("auto", "cuda") and torch.cuda.is_available()
+    print(run_grid(runs, args.out_dir, flags, gpu))
+    return 0
+
+
 # -- params ---------------------------------------------------------------------------------
 
 def cmd_params(args) -> int:
@@ -339,6 +423,30 @@ def build_parser() -> ArgumentParser:
     e.add_argument("--cache-dir", default="runs/cache")
     e.add_argument("--out-dir", default="runs/eval", help="unused; accepted for symmetry")
     e.set_defaults(func=cmd_eval)
+
+    x = sub.add_parser("experiments", help="GPT vs LSTM, depth and optimizer comparison grid",
+                       description="Train the comparison grid (default: LSTM and GPT with 1 layer under adam, adamw, "
+                                   "sgd and momentum; 2 and 4 layers under adamw), then write results.md, results.csv "
+                                   "and comparison plots.")
+    add_data_args(x)
+    x.add_argument("--quick", action="store_true", help="tiny sizes on the CPU: checks the plumbing in minutes")
+    x.add_argument("--grid", help="a JSON file with the runs to make instead of the default grid")
+    x.add_argument("--only", help="comma-separated run ids to make")
+    x.add_argument("--lr", type=positive_float, default=1e-3)
+    x.add_argument("--momentum", type=non_negative_float, default=0.9)
+    x.add_argument("--weight-decay", type=non_negative_float, default=5e-4)
+    x.add_argument("--batch-size", type=positive_int, default=16)
+    x.add_argument("--max-iters", type=positive_int)
+    x.add_argument("--epochs", type=positive_float)
+    x.add_argument("--eval-interval", type=positive_int)
+    x.add_argument("--eval-batches", type=positive_int)
+    x.add_argument("--block-size", type=positive_int)
+    x.add_argument("--n-embd", type=positive_int)
+    x.add_argument("--n-head", type=positive_int)
+    x.add_argument("--n-hidden", type=positive_int)
+    x.add_argument("--device", default="auto")
+    x.add_argument("--out-dir", default="runs/experiments")
+    x.set_defaults(func=cmd_experiments)
 
     from gpt.model import PRESETS
     pa = sub.add_parser("params", help="parameter counts and training-memory estimates",
