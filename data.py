@@ -198,15 +198,19 @@ def encode_splits(corpus: Corpus, tok: BPETokenizer, cache_dir: str = "runs/cach
 
 class WindowBatches:
     """Training batches: the stream cut into windows of block_size + 1 tokens (stride block_size),
-    x = window[:-1], y = window[1:], shuffled once per epoch.
+    x = window[:-1], y = window[1:], shuffled once per epoch. batch_size is the global batch; under
+    torchrun each of the world_size processes gets rows [rank * local, (rank + 1) * local) of it.
 
     Batch `step` is a pure function of (seed, step): epoch e uses the permutation drawn from a
     generator seeded with seed + e, so resuming at any step gives exactly the same data.
     """
 
     def __init__(self, ids: np.ndarray, block_size: int, batch_size: int, seed: int = 0,
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1):
+        if batch_size % world_size:
+            raise UserError(f"the global batch ({batch_size}) must divide evenly over {world_size} processes")
         self.ids, self.block_size, self.batch_size, self.seed = ids, block_size, batch_size, seed
+        self.rank, self.world_size = rank, world_size
         self.device = torch.device(device)
         self.n_windows = (len(ids) - 1) // block_size
         if self.n_windows < batch_size:
@@ -221,6 +225,8 @@ class WindowBatches:
             g = torch.Generator().manual_seed(self.seed + epoch)
             self._epoch, self._order = epoch, torch.randperm(self.n_windows, generator=g).numpy()
         starts = self._order[k * self.batch_size:(k + 1) * self.batch_size] * self.block_size
+        local = self.batch_size // self.world_size              # this process' slice of the global batch
+        starts = starts[self.rank * local:(self.rank + 1) * local]
         L = self.block_size + 1
         windows = torch.from_numpy(np.stack([self.ids[s:s + L] for s in starts]).astype(np.int64))  # (B, T+1)
         if self.device.type == "cuda":

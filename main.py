@@ -85,6 +85,8 @@ def add_train_args(p):
     g.add_argument("--patience", type=positive_int, help="early stopping: evaluations without a new best")
     g.add_argument("--log-interval", type=positive_int)
     g.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last.pt")
+    g.add_argument("--auto-resume", action="store_true",
+                   help="continue from OUT_DIR/last.pt if it exists, else start (for requeued batch jobs)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar (e.g. in batch jobs)")
     g.add_argument("--max-new-tokens", type=non_negative_int, default=60, help="length of the final samples")
     g.add_argument("--no-report", action="store_true",
@@ -127,8 +129,8 @@ def cmd_train(args) -> int:
     import torch
     from data import WindowBatches
     from generate import HANDOUT_PROMPTS, complete
-    from gpt.trainer import TrainConfig, Trainer, evaluate, load_checkpoint, model_from_checkpoint
-    from gpt.utils import atomic_write_bytes, choose_device, ensure_dir
+    from gpt.trainer import DistInfo, TrainConfig, Trainer, evaluate, load_checkpoint, model_from_checkpoint
+    from gpt.utils import atomic_write_bytes, choose_device, ensure_dir, seed_everything
 
     device = choose_device(args.device)
     out_dir = ensure_dir(args.out_dir)
@@ -143,19 +145,25 @@ def cmd_train(args) -> int:
         per_iter = train_settings.get("batch_size", 32) * train_settings.get("grad_accum", 1)
         train_settings["max_iters"] = max(1, math.ceil(args.epochs * (windows // per_iter)))
     try:
-        model, cfg = build_model(args, tok.vocab_size, model_settings)
-        tcfg = TrainConfig(device=str(device), out_dir=out_dir, resume=args.resume,
+        resume = args.resume or (args.auto_resume and os.path.exists(os.path.join(out_dir, "last.pt")))
+        tcfg = TrainConfig(device=str(device), out_dir=out_dir, resume=resume,
                            progress=not args.no_progress, **train_settings)
+        seed_everything(tcfg.seed)     # the initial weights too depend on --seed (and agree across processes)
+        model, cfg = build_model(args, tok.vocab_size, model_settings)
     except ValueError as e:
         raise UserError(str(e)) from None
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: {describe(args.model, cfg)}: {n_params:,} parameters; device {device}; {tcfg.max_iters} "
           f"iterations of {tcfg.batch_size * tcfg.grad_accum} x {cfg.block_size} tokens")
-    batches = WindowBatches(ids["train"], cfg.block_size, tcfg.batch_size, tcfg.seed)
+    dist = DistInfo.from_env()   # under torchrun: this process' rank among world_size
+    batches = WindowBatches(ids["train"], cfg.block_size, tcfg.batch_size * dist.world_size, tcfg.seed,
+                            rank=dist.rank, world_size=dist.world_size)
     extra = {"corpus": args.corpus, "data_dir": os.path.abspath(args.data_dir) if args.data_dir else None,
              "tokenizer": args.tokenizer, "gpt2_dir": args.gpt2_dir}
     trainer = Trainer(model, tcfg, batches, ids["valid"], tok, extra)
     summary = trainer.train()
+    if not dist.is_main:
+        return 0
     write_summary(out_dir, args, cfg, tcfg, n_params, summary)
     if args.no_report:
         return 0

@@ -12,8 +12,11 @@ windows. Everything written to out_dir:
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
 
@@ -22,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from gpt.utils import (UserError, append_jsonl, atomic_torch_save, choose_device, ensure_dir,
+from gpt.utils import (UserError, append_jsonl, atomic_torch_save, atomic_write_bytes, choose_device, ensure_dir,
                        plot_curves, read_jsonl, seed_everything)
 
 CHECKPOINT_FORMAT = "hw5-checkpoint"
@@ -34,6 +37,31 @@ SCHEDULES = ("cosine", "constant")
 
 class DivergedError(UserError):
     """The loss became NaN or infinite."""
+
+
+class Preempted(Exception):
+    """Training stopped on a signal (Slurm preemption or time limit, kill, Ctrl-C) after writing last.pt."""
+    exit_code = 75   # EX_TEMPFAIL: "try again later"; sbatch.sh requeues the job on it
+
+
+STOP_SIGNALS = ("SIGUSR1", "SIGTERM", "SIGINT")
+
+
+@dataclass
+class DistInfo:
+    """Where this process sits in a torchrun job (rank 0 of 1 without torchrun)."""
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls) -> "DistInfo":
+        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)),
+                   int(os.environ.get("WORLD_SIZE", 1)))
 
 
 @dataclass
@@ -141,20 +169,26 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro_batches
     """
     autocast = autocast or contextlib.nullcontext()
     n = len(micro_batches)
-    total = torch.zeros(())
-    # TODO(train-step): for each (x, y): forward under `autocast` to get the loss, divide it by n
-    # (so the accumulated gradient is the mean over micro-batches), and backpropagate it (through
-    # scaler.scale(loss) when a scaler is given); add loss.detach() to `total`. Then: unscale the
-    # gradients (scaler.unscale_) if there is a scaler; clip the global gradient norm to grad_clip
-    # when grad_clip > 0 (torch.nn.utils.clip_grad_norm_); step the optimizer (through the scaler
-    # if any, then scaler.update()); and reset the gradients to None.
+    total = None
+    for k, (x, y) in enumerate(micro_batches):
+        # Under DistributedDataParallel, backward() also averages the gradients across processes;
+        # between micro-batches that is wasted work, so it is skipped (no_sync) until the last one.
+        sync = model.no_sync() if k < n - 1 and hasattr(model, "no_sync") else contextlib.nullcontext()
+        with sync:
+            # TODO(train-step): forward (x, y) under `autocast` to get `loss`, divide it by n (so the
+            # accumulated gradient is the mean over micro-batches), and backpropagate it (through
+            # scaler.scale(loss) when a scaler is given).
+            ### BEGIN SOLUTION
+            with autocast:
+                _, loss = model(x, y)
+            loss = loss / n
+            (scaler.scale(loss) if scaler is not None else loss).backward()
+            ### END SOLUTION
+        total = loss.detach() if total is None else total + loss.detach()
+    # TODO(train-step): unscale the gradients (scaler.unscale_) if there is a scaler; clip the global
+    # gradient norm to grad_clip when grad_clip > 0 (torch.nn.utils.clip_grad_norm_); step the
+    # optimizer (through the scaler if any, then scaler.update()); reset the gradients to None.
     ### BEGIN SOLUTION
-    for x, y in micro_batches:
-        with autocast:
-            _, loss = model(x, y)
-        loss = loss / n
-        (scaler.scale(loss) if scaler is not None else loss).backward()
-        total = total.to(loss.device) + loss.detach()
     if scaler is not None:
         scaler.unscale_(optimizer)
     if grad_clip > 0:
@@ -182,12 +216,14 @@ class EvalResult:
 @torch.inference_mode()
 def evaluate(model: nn.Module, ids: np.ndarray, block_size: int, batch_size: int,
              device: torch.device | str = "cpu", max_batches: int | None = None,
-             precision: str = "fp32") -> EvalResult:
+             precision: str = "fp32", dist_info: "DistInfo | None" = None) -> EvalResult:
     """Perplexity of the whole stream `ids` (or of its first max_batches batches), walking it once
     in windows of block_size with stride block_size (data.eval_windows).
 
     Perplexity is exp(total NLL / total predicted tokens) over the split, never a mean of per-batch
     perplexities or losses: batches hold different numbers of real tokens (the last is padded).
+    Under torchrun each process takes every world_size-th batch, and the sums (never the means)
+    are added up across processes.
     """
     from data import eval_windows
     device = torch.device(device)
@@ -198,6 +234,8 @@ def evaluate(model: nn.Module, ids: np.ndarray, block_size: int, batch_size: int
     for b, (x, y, mask) in enumerate(eval_windows(ids, block_size, batch_size)):
         if max_batches is not None and b >= max_batches:
             break
+        if dist_info is not None and b % dist_info.world_size != dist_info.rank:
+            continue
         x, y, mask = x.to(device), y.to(device), mask.to(device)
         with autocast_context(device, precision):
             logits, _ = model(x)                                                  # (B, T, V)
@@ -210,6 +248,10 @@ def evaluate(model: nn.Module, ids: np.ndarray, block_size: int, batch_size: int
         total_tokens += int(mask.sum().item())
         ### END SOLUTION
     model.train(was_training)
+    if dist_info is not None and dist_info.world_size > 1:
+        sums = torch.stack([total_nll, torch.tensor(float(total_tokens), dtype=torch.float64, device=device)])
+        torch.distributed.all_reduce(sums)
+        total_nll, total_tokens = sums[0], int(sums[1].item())
     if total_tokens == 0:
         raise ValueError("evaluation saw no tokens: the split is empty")
     nll = float(total_nll)
@@ -277,14 +319,27 @@ class Trainer:
     valid_ids: the validation stream (evaluated whole unless cfg.eval_batches is set).
     tokenizer and extra (e.g. how the data was made) are stored in every checkpoint, so a
     checkpoint alone is enough to sample or evaluate.
+
+    Under torchrun (RANK / LOCAL_RANK / WORLD_SIZE set) the model is wrapped in
+    DistributedDataParallel (nccl on CUDA, gloo on CPU); `batches` should then be built with
+    rank and world_size so that each process takes its slice of every global batch. Only rank 0
+    prints, logs, plots and writes checkpoints.
     """
 
     def __init__(self, model: nn.Module, cfg: TrainConfig, batches, valid_ids: np.ndarray,
                  tokenizer=None, extra: dict | None = None):
         self.cfg = cfg
+        self.dist = DistInfo.from_env()
         self.device = choose_device(cfg.device)
+        if self.dist.world_size > 1 and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+            torch.cuda.set_device(self.device)
         if cfg.precision == "bf16" and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise UserError("this GPU does not support bf16; use --precision fp16 or fp32")
+        self.own_process_group = False
+        if self.dist.world_size > 1 and not torch.distributed.is_initialized():
+            torch.distributed.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+            self.own_process_group = True
         seed_everything(cfg.seed)
         self.model = model.to(self.device)
         self.batches = batches
@@ -293,16 +348,21 @@ class Trainer:
         self.tokenizer = tokenizer
         self.extra = extra or {}
         self.block_size = batches.block_size
-        self.out_dir = ensure_dir(cfg.out_dir)
+        self.out_dir = ensure_dir(cfg.out_dir) if self.dist.is_main else cfg.out_dir
         self.metrics_path = os.path.join(self.out_dir, "metrics.jsonl")
         self.optimizer = make_optimizer(self.model, cfg, fused=self.device.type == "cuda")
         self.scaler = torch.amp.GradScaler(self.device.type) if cfg.precision == "fp16" else None
         self.autocast = autocast_context(self.device, cfg.precision)
-        self.train_model = torch.compile(self.model) if cfg.compile else self.model
+        train_model = self.model
+        if self.dist.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+            train_model = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.train_model = torch.compile(train_model) if cfg.compile else train_model
         self.iteration = 0
         self.best_ppl = float("inf")
         self.evals_since_best = 0
         self.elapsed = 0.0                # training wall-clock seconds, carried across resumes
+        self.stop_signal = None           # set by a signal handler; acted on between steps
 
     # checkpoints
     def checkpoint(self) -> dict:
@@ -318,6 +378,12 @@ class Trainer:
             "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }
+
+    def save(self, *names: str) -> None:
+        if self.dist.is_main:
+            ckpt = self.checkpoint()
+            for name in names:
+                atomic_torch_save(ckpt, os.path.join(self.out_dir, name))
 
     def resume_from(self, path: str) -> None:
         ckpt = load_checkpoint(path, map_location=self.device)
@@ -335,24 +401,59 @@ class Trainer:
         torch.set_rng_state(ckpt["rng_cpu"].cpu())
         if ckpt["rng_cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in ckpt["rng_cuda"]])
-        # forget metrics logged after the checkpoint: they will be produced again
-        kept = [r for r in read_jsonl(self.metrics_path) if r["iter"] <= self.iteration]
-        from gpt.utils import atomic_write_bytes
-        import json
-        atomic_write_bytes(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept).encode())
+        if self.dist.is_main:   # forget metrics logged after the checkpoint: they will be produced again
+            kept = [r for r in read_jsonl(self.metrics_path) if r["iter"] <= self.iteration]
+            atomic_write_bytes(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept).encode())
+
+    # signals
+    @contextlib.contextmanager
+    def _stop_on_signals(self):
+        """While training, SIGUSR1 / SIGTERM / SIGINT only set a flag; the loop then finishes the
+        current step, writes last.pt and stops (raising Preempted)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {}
+
+        def handler(signum, frame):
+            self.stop_signal = signal.Signals(signum).name
+        for name in STOP_SIGNALS:
+            if hasattr(signal, name):
+                previous[name] = signal.signal(getattr(signal, name), handler)
+        try:
+            yield
+        finally:
+            for name, h in previous.items():
+                signal.signal(getattr(signal, name), h)
+
+    def _should_stop(self) -> bool:
+        stop = self.stop_signal is not None
+        if self.dist.world_size > 1:   # every process must stop at the same step
+            flag = torch.tensor([1.0 if stop else 0.0], device=self.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            stop = bool(flag.item())
+        return stop
 
     # the loop
     def train(self) -> dict:
-        cfg = self.cfg
+        try:
+            with self._stop_on_signals():
+                return self._train()
+        finally:
+            if self.own_process_group and torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
+
+    def _train(self) -> dict:
+        cfg, main = self.cfg, self.dist.is_main
         last = os.path.join(self.out_dir, "last.pt")
         if cfg.resume:
             self.resume_from(last)
-        elif os.path.exists(self.metrics_path):
+        elif main and os.path.exists(self.metrics_path):
             os.remove(self.metrics_path)    # a fresh run starts a fresh log
         from tqdm.auto import tqdm
-        bar = tqdm(total=cfg.max_iters, initial=self.iteration, disable=not cfg.progress,
+        bar = tqdm(total=cfg.max_iters, initial=self.iteration, disable=not (cfg.progress and main),
                    desc="train", unit="it", dynamic_ncols=True, mininterval=1.0)
-        tokens_per_iter = cfg.batch_size * cfg.grad_accum * self.block_size
+        tokens_per_iter = cfg.batch_size * cfg.grad_accum * self.block_size * self.dist.world_size
         window_loss = torch.zeros((), device=self.device)
         window_start, window_iters = time.perf_counter(), 0
         stopped_early = False
@@ -369,15 +470,18 @@ class Trainer:
             self.iteration += 1
             bar.update(1)
             if self.iteration % cfg.log_interval == 0 or self.iteration == cfg.max_iters:
+                if self.dist.world_size > 1:
+                    torch.distributed.all_reduce(window_loss)
+                    window_loss /= self.dist.world_size
                 mean_loss = float(window_loss) / window_iters        # the one sync per log interval
                 now = time.perf_counter()
                 self.elapsed += now - window_start
                 self._check_finite(mean_loss, "training")
                 tps = tokens_per_iter * window_iters / max(now - window_start, 1e-9)
-                rec = {"kind": "train", "iter": self.iteration, "time": round(self.elapsed, 3),
-                       "loss": mean_loss, "ppl": math.exp(min(mean_loss, 700.0)), "lr": lr,
-                       "tokens_per_sec": round(tps, 1)}
-                append_jsonl(self.metrics_path, rec)
+                if main:
+                    append_jsonl(self.metrics_path, {
+                        "kind": "train", "iter": self.iteration, "time": round(self.elapsed, 3), "loss": mean_loss,
+                        "ppl": math.exp(min(mean_loss, 700.0)), "lr": lr, "tokens_per_sec": round(tps, 1)})
                 bar.set_postfix(loss=f"{mean_loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tps:,.0f}")
                 window_loss.zero_()
                 window_start, window_iters = time.perf_counter(), 0
@@ -387,9 +491,15 @@ class Trainer:
                 window_start += time.perf_counter() - t0          # evaluation time is not training time
                 if stopped_early:
                     break
+            if self._should_stop():
+                self.elapsed += time.perf_counter() - window_start
+                self.save("last.pt")
+                bar.close()
+                raise Preempted(f"stopped by {self.stop_signal or 'a signal on another process'} after iteration "
+                                f"{self.iteration}; {last} is up to date. Resume with the same command plus --resume")
         bar.close()
-        records = read_jsonl(self.metrics_path)
-        plot_curves(records, self.out_dir)
+        if main:
+            plot_curves(read_jsonl(self.metrics_path), self.out_dir)
         return {"iterations": self.iteration, "best_valid_ppl": self.best_ppl, "train_seconds": self.elapsed,
                 "stopped_early": stopped_early, "out_dir": self.out_dir}
 
@@ -404,7 +514,7 @@ class Trainer:
         """Evaluate, log, write last.pt (and best.pt); True when early stopping says stop."""
         cfg = self.cfg
         res = evaluate(self.model, self.valid_ids, self.block_size, cfg.eval_batch_size or cfg.batch_size,
-                       self.device, cfg.eval_batches, cfg.precision)
+                       self.device, cfg.eval_batches, cfg.precision, self.dist)
         self._check_finite(res.loss, "validation")
         improved = res.ppl < self.best_ppl
         if improved:
@@ -416,11 +526,10 @@ class Trainer:
                "best_valid_ppl": self.best_ppl}
         if self.device.type == "cuda":
             rec["peak_gpu_mem_mb"] = round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)
-        append_jsonl(self.metrics_path, rec)
-        ckpt = self.checkpoint()
-        atomic_torch_save(ckpt, os.path.join(self.out_dir, "last.pt"))
-        if improved:
-            atomic_torch_save(ckpt, os.path.join(self.out_dir, "best.pt"))
-        bar.write(f"iter {self.iteration}: valid loss {res.loss:.4f}, ppl {res.ppl:.2f}"
-                  + (" (best)" if improved else ""))
+        if self.dist.is_main:
+            append_jsonl(self.metrics_path, rec)
+        self.save(*(("last.pt", "best.pt") if improved else ("last.pt",)))
+        if self.dist.is_main:
+            bar.write(f"iter {self.iteration}: valid loss {res.loss:.4f}, ppl {res.ppl:.2f}"
+                      + (" (best)" if improved else ""))
         return cfg.patience is not None and self.evals_since_best >= cfg.patience

@@ -196,6 +196,11 @@ def run_cli(fn) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:
+        if getattr(e, "exit_code", None) is None:   # only our own stop-and-resume exceptions
+            raise
+        print(str(e), file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
