@@ -59,6 +59,9 @@ def add_model_args(p):
     g.add_argument("--dropout", type=non_negative_float)
     g.add_argument("--attn-impl", choices=("manual", "sdpa"), default="manual",
                    help="manual: the hand-written attention (default); sdpa: PyTorch's fused kernel")
+    g.add_argument("--fast", action="store_true",
+                   help="fused attention everywhere; on CUDA also bf16 autocast (fp16 where bf16 is missing), "
+                        "torch.compile and TF32 matmuls")
     g.add_argument("--model", choices=("gpt", "lstm"), default="gpt", help="gpt (default) or the LSTM baseline")
     g.add_argument("--n-hidden", type=positive_int, default=512, help="LSTM hidden size (default 512)")
 
@@ -102,10 +105,14 @@ def resolve_settings(args, device_type: str) -> tuple[dict, dict]:
     if args.preset != "auto":
         n_layer, n_head, n_embd, block = PRESETS[args.preset]
         profile.update(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block)
+    if getattr(args, "fast", False):
+        args.attn_impl = "sdpa"
+        if device_type == "cuda":
+            profile.update(precision="bf16", compile=True)
     if profile.get("precision") == "bf16" and device_type == "cuda":
         import torch
         if not torch.cuda.is_bf16_supported():
-            profile["precision"] = "fp32"
+            profile["precision"] = "fp16" if getattr(args, "fast", False) else "fp32"
     model_keys = ("n_layer", "n_head", "n_embd", "block_size", "dropout")
     train_keys = ("max_iters", "batch_size", "learning_rate", "optimizer", "weight_decay", "momentum", "grad_clip",
                   "warmup_iters", "schedule", "eval_interval", "eval_batches", "precision", "compile",
@@ -135,6 +142,9 @@ def cmd_train(args) -> int:
     device = choose_device(args.device)
     out_dir = ensure_dir(args.out_dir)
     model_settings, train_settings = resolve_settings(args, device.type)
+    if args.fast and device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True   # TF32 tensor cores for fp32 matmuls (Ampere and newer)
+        torch.backends.cudnn.allow_tf32 = True
     vocab = args.vocab_size or AUTO_PROFILES["gpu" if device.type == "cuda" else "cpu"]["vocab_size"]
     t0 = time.perf_counter()
     corpus, tok, ids = prepare_data(args, vocab)
@@ -248,9 +258,11 @@ def cmd_eval(args) -> int:
     device = choose_device(args.device)
     ckpt = load_checkpoint(args.checkpoint, map_location=device)
     model, tok = model_from_checkpoint(ckpt, device)
-    extra = ckpt.get("extra") or {}
-    data_dir = args.data_dir or extra.get("data_dir")
-    corpus = load_corpus(args.corpus or extra.get("corpus") or DEFAULT_CORPUS, data_dir if not args.corpus else args.data_dir)
+    if args.corpus or args.data_dir:          # data given on the command line
+        corpus = load_corpus(args.corpus or DEFAULT_CORPUS, args.data_dir)
+    else:                                     # else the data the checkpoint was trained on
+        extra = ckpt.get("extra") or {}
+        corpus = load_corpus(extra.get("corpus") or DEFAULT_CORPUS, extra.get("data_dir"))
     ids = encode_splits(corpus, tok, args.cache_dir)[args.split]
     block = model.config.block_size
     res = evaluate(model, ids, block, args.batch_size, device)

@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 
-from gpt.utils import UserError, atomic_write_bytes, read_jsonl
+from gpt.utils import UserError, atomic_write_bytes, read_jsonl, save_figure
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -151,10 +151,7 @@ def plot_groups(runs: list[Run], out_root: str) -> list[str]:
         fig.suptitle(f"group: {group}")
         fig.tight_layout()
         path = os.path.join(out_root, f"compare-{group}.png")
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110)
-        plt.close(fig)
-        atomic_write_bytes(path, buf.getvalue())
+        save_figure(fig, path)
         written.append(path)
     return written
 

@@ -261,15 +261,11 @@ def evaluate(model: nn.Module, ids: np.ndarray, block_size: int, batch_size: int
 
 # -- checkpoints -----------------------------------------------------------------------------
 
-def model_kinds():
+def model_kinds() -> dict:
+    """Model classes a checkpoint can hold: kind -> (model class, config class)."""
+    from gpt.lstm import LSTMConfig, LSTMLanguageModel
     from gpt.model import GPT, GPTConfig
-    kinds = {"gpt": (GPT, GPTConfig)}
-    try:
-        from gpt.lstm import LSTMConfig, LSTMLanguageModel
-        kinds["lstm"] = (LSTMLanguageModel, LSTMConfig)
-    except ImportError:
-        pass
-    return kinds
+    return {"gpt": (GPT, GPTConfig), "lstm": (LSTMLanguageModel, LSTMConfig)}
 
 
 def model_kind_of(model: nn.Module) -> str:

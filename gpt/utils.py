@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import json
 import os
 import random
+import sys
 import tempfile
 
 import torch
@@ -111,6 +113,15 @@ def synchronize(device: torch.device) -> None:
 
 # -- plots ---------------------------------------------------------------------------------
 
+def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> None:
+    """Write a matplotlib figure as PNG atomically, and close it."""
+    import matplotlib.pyplot as plt
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def plot_curves(records: list[dict], out_dir: str | os.PathLike) -> list[str]:
     """Write loss.png and ppl.png from metrics.jsonl records: train and validation against
     iterations (bottom axis) with wall-clock minutes on a top axis. Perplexity on a log scale."""
@@ -147,19 +158,12 @@ def plot_curves(records: list[dict], out_dir: str | os.PathLike) -> list[str]:
                     top.set_xlabel("wall-clock (minutes)")
         fig.tight_layout()
         path = os.path.join(os.fspath(out_dir), fname)
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=120)
-        plt.close(fig)
-        atomic_write_bytes(path, buf.getvalue())
+        save_figure(fig, path)
         written.append(path)
     return written
 
 
 # -- command line ----------------------------------------------------------------------------
-
-import argparse  # noqa: E402  (kept next to the helpers that use it)
-import sys  # noqa: E402
-
 
 class ArgumentParser(argparse.ArgumentParser):
     """argparse, but a bad flag is one line on stderr (`error: ...`) and exit code 2."""

@@ -65,28 +65,35 @@ class Region:
     lines: list[str]    # the solution lines between the markers
 
 
+def marker_spans(path: str, lines: list[str], begin: str, end: str) -> list[tuple[int, int]]:
+    """(begin line, end line) of every marked region, 1-based; HandoutError if unbalanced or nested."""
+    spans, open_at = [], None
+    for n, line in enumerate(lines, start=1):
+        stripped = line.strip()
+        if stripped == begin:
+            if open_at is not None:
+                raise HandoutError(f"{path}:{n}: nested {begin} (the region opened at line {open_at} is not closed)")
+            open_at = n
+        elif stripped == end:
+            if open_at is None:
+                raise HandoutError(f"{path}:{n}: {end} without a matching {begin}")
+            spans.append((open_at, n))
+            open_at = None
+    if open_at is not None:
+        raise HandoutError(f"{path}:{open_at}: {begin} is never closed by {end}")
+    return spans
+
+
 def find_regions(path: str, text: str) -> list[Region]:
     """All solution regions of a Python file, with their TODO ids; HandoutError on malformed markers."""
     lines = text.split("\n")
-    regions, open_at = [], None
-    for n, line in enumerate(lines, start=1):
-        stripped = line.strip()
-        if stripped == BEGIN:
-            if open_at is not None:
-                raise HandoutError(f"{path}:{n}: nested {BEGIN} (the region opened at line {open_at} is not closed)")
-            open_at = n
-        elif stripped == END:
-            if open_at is None:
-                raise HandoutError(f"{path}:{n}: {END} without a matching {BEGIN}")
-            todo = _todo_above(lines, open_at - 1)
-            if todo is None:
-                raise HandoutError(f"{path}:{open_at}: solution region has no '# TODO(some-id): ...' comment "
-                                   "directly above it")
-            indent = lines[open_at - 1][: len(lines[open_at - 1]) - len(lines[open_at - 1].lstrip())]
-            regions.append(Region(path, todo, open_at, n, indent, lines[open_at:n - 1]))
-            open_at = None
-    if open_at is not None:
-        raise HandoutError(f"{path}:{open_at}: {BEGIN} is never closed by {END}")
+    regions = []
+    for b, e in marker_spans(path, lines, BEGIN, END):
+        todo = _todo_above(lines, b - 1)
+        if todo is None:
+            raise HandoutError(f"{path}:{b}: solution region has no '# TODO(some-id): ...' comment directly above it")
+        indent = lines[b - 1][: len(lines[b - 1]) - len(lines[b - 1].lstrip())]
+        regions.append(Region(path, todo, b, e, indent, lines[b:e - 1]))
     return regions
 
 
@@ -116,22 +123,10 @@ def strip_python(path: str, text: str, todos: set[str] | None) -> tuple[str, lis
 
 
 def strip_markdown(path: str, text: str) -> str:
-    out, open_at = [], None
-    for n, line in enumerate(text.split("\n"), start=1):
-        s = line.strip()
-        if s == MD_BEGIN:
-            if open_at is not None:
-                raise HandoutError(f"{path}:{n}: nested {MD_BEGIN} (opened at line {open_at})")
-            open_at = n
-        elif s == MD_END:
-            if open_at is None:
-                raise HandoutError(f"{path}:{n}: {MD_END} without a matching {MD_BEGIN}")
-            open_at = None
-        elif open_at is None:
-            out.append(line)
-    if open_at is not None:
-        raise HandoutError(f"{path}:{open_at}: {MD_BEGIN} is never closed")
-    return "\n".join(out)
+    """Remove <!-- BEGIN SOLUTION --> ... <!-- END SOLUTION --> blocks, markers included."""
+    lines = text.split("\n")
+    hidden = {i for b, e in marker_spans(path, lines, MD_BEGIN, MD_END) for i in range(b - 1, e)}
+    return "\n".join(line for i, line in enumerate(lines) if i not in hidden)
 
 
 def collect(patterns: list[str], include_hidden: bool) -> list[Path]:

@@ -1,0 +1,79 @@
+"""Run every benchmark and write benchmarks/RESULTS.md.
+
+    python benchmarks/run.py [--quick]
+
+Each benchmark runs as its own process (so one's memory and threads do not disturb the next) and
+prints ratios against a peer run in the same process. RESULTS.md records, for each, the command,
+the device, the date and the library versions. --quick uses smaller settings (for a smoke test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+BENCHMARKS = [
+    ("Tokenizer, WikiText-2 x1", ["tokenizer.py", "--scale", "1"], ["tokenizer.py", "--scale", "1", "--vocab-size", "1024"]),
+    ("Tokenizer, WikiText-2 x10", ["tokenizer.py", "--scale", "10"], None),
+    ("Training throughput", ["training.py", "--steps", "5"], ["training.py", "--steps", "2"]),
+    ("Generation", ["generation.py", "--new-tokens", "256"], ["generation.py", "--new-tokens", "16"]),
+]
+
+
+def versions() -> str:
+    out = [f"python {platform.python_version()}"]
+    for name in ("torch", "transformers", "tokenizers", "tiktoken", "numpy", "regex"):
+        try:
+            out.append(f"{name} {__import__(name).__version__}")
+        except Exception:
+            out.append(f"{name} (not installed)")
+    return ", ".join(out)
+
+
+def device() -> str:
+    import torch
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{cpu}, {torch.get_num_threads()} threads; {gpu}"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--out", default=str(HERE / "RESULTS.md"))
+    args = ap.parse_args()
+    parts = [f"# Benchmark results\n\nWritten by `python benchmarks/run.py{' --quick' if args.quick else ''}`.\n\n"
+             f"- date: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}\n- device: {device()}\n"
+             f"- versions: {versions()}\n"]
+    for title, full, quick in BENCHMARKS:
+        cmd = quick if args.quick else full
+        if cmd is None:
+            continue
+        t0 = time.time()
+        proc = subprocess.run([sys.executable, str(HERE / cmd[0]), *cmd[1:]], capture_output=True, text=True)
+        took = time.time() - t0
+        text = proc.stdout.strip() + (f"\n(exit {proc.returncode}) {proc.stderr.strip()[-1500:]}" if proc.returncode else "")
+        print(f"## {title} ({took:.0f} s)\n{text}\n", flush=True)
+        parts.append(f"\n## {title}\n\n`python benchmarks/{' '.join(cmd)}` ({took:.0f} s)\n\n```\n{text}\n```\n")
+        if proc.returncode:
+            sys.exit(f"error: benchmark {cmd[0]} failed")
+    Path(args.out).write_text("".join(parts), encoding="utf-8")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
