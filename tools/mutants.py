@@ -88,7 +88,7 @@ MUTANTS = [
     Mutant("train-step-no-clipping", "train-step", "gpt/trainer.py",
            "    if grad_clip > 0:\n        torch.nn.utils.clip_grad_norm_", "    if False:\n        torch.nn.utils.clip_grad_norm_"),
     Mutant("train-step-no-zero-grad", "train-step", "gpt/trainer.py",
-           "    optimizer.zero_grad(set_to_none=True)\n    ### END SOLUTION", "    ### END SOLUTION"),
+           "    optimizer.zero_grad(set_to_none=True)\n", "\n"),
     Mutant("train-step-sums-micro-batches", "train-step", "gpt/trainer.py",
            "            loss = loss / n\n", ""),
 ]
