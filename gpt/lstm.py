@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 import torch.nn as nn
 
-from gpt.model import lm_loss
+from gpt.model import check_sizes, lm_loss
 from gpt.sampling import generate
 
 
@@ -29,12 +29,7 @@ class LSTMConfig:
     tie_weights: bool = False   # share the embedding with the output layer (needs n_embd == n_hidden)
 
     def __post_init__(self):
-        for name in ("vocab_size", "block_size", "n_layer", "n_embd", "n_hidden"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"LSTMConfig.{name} must be a positive integer, got {value!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"LSTMConfig.dropout must be in [0, 1), got {self.dropout!r}")
+        check_sizes(self, ("vocab_size", "block_size", "n_layer", "n_embd", "n_hidden"))
         if self.tie_weights and self.n_embd != self.n_hidden:
             raise ValueError(f"LSTMConfig.tie_weights needs n_embd == n_hidden, got {self.n_embd} and {self.n_hidden}")
 

@@ -35,6 +35,17 @@ PRESETS = {
 }
 
 
+def check_sizes(cfg, names) -> None:
+    """ValueError naming the field unless each of `names` is a positive int and dropout is in [0, 1)."""
+    kind = type(cfg).__name__
+    for name in names:
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{kind}.{name} must be a positive integer, got {value!r}")
+    if not 0.0 <= cfg.dropout < 1.0:
+        raise ValueError(f"{kind}.dropout must be in [0, 1), got {cfg.dropout!r}")
+
+
 @dataclass
 class GPTConfig:
     vocab_size: int
@@ -48,14 +59,9 @@ class GPTConfig:
     attn_impl: str = "manual"  # "manual": attention written out; "sdpa": fused scaled_dot_product_attention
 
     def __post_init__(self):
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
+        check_sizes(self, ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"))
         if self.n_embd % self.n_head:
             raise ValueError(f"GPTConfig.n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout!r}")
         if self.attn_impl not in ATTN_IMPLS:
             raise ValueError(f"GPTConfig.attn_impl must be one of {ATTN_IMPLS}, got {self.attn_impl!r}")
 
