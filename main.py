@@ -384,18 +384,22 @@ def cmd_params(args) -> int:
               f"non-embedding")
         print(f"  training memory, GB (1e9 bytes), batch {args.batch_size} x {T} tokens, optimizer {args.optimizer}:")
         print(f"  {'precision':<9} {'attention':<9} {'params':>9} {'grads':>9} {'optim':>9} {'w.copies':>9} "
-              f"{'activ.':>9} {'logits':>9} {'total':>9}")
+              f"{'activ.':>9} {'logits':>9} {'logit gr.':>9} {'peak':>9}")
         for precision in ("fp32", "bf16"):
             for attn in ("manual", "sdpa"):
                 m = estimate_training_memory(cfg, args.batch_size, T, args.optimizer, precision, attn)
                 print(f"  {precision:<9} {attn:<9} {gb(m['parameters'])} {gb(m['gradients'])} "
                       f"{gb(m['optimizer_state'])} {gb(m['weight_copies'])} {gb(m['activations'])} "
-                      f"{gb(m['logits'])} {gb(m['total'])}")
+                      f"{gb(m['logits'])} {gb(m['logit_gradients'])} {gb(m['total'])}")
         print()
     print("formulas: total = V*C + T*C + L*(12*C^2 + 13*C) + 2*C (tied output layer); states 4N weights + 4N grads\n"
           "+ optimizer (sgd 0, momentum 4N, adam(w) 8N) + 2N bf16 weight copies; activations per layer\n"
-          "s*b*h*(34 + 5*a*s/h) bytes at 2 bytes/value (Korthikanti et al. 2022; the 5as/h term is the stored\n"
-          "T x T attention, absent with the fused kernel; x2 in fp32); logits b*s*V*(activation bytes + 4).")
+          "s*b*h*(16w + 4 for fp32 LayerNorm inputs under autocast + 2 masks) + a*s*s*b*(w + mask + w),\n"
+          "w bytes per value (Korthikanti et al. 2022: 34sbh + 5as^2b at w = 2; the a*s*s*b term is the\n"
+          "stored T x T attention, absent with the fused kernel); logits: the fp32 log-softmax b*s*V*4, and\n"
+          "its gradients b*s*V*8 when backward starts.\n"
+          "peak = weights + optimizer + max(copies + activations + logits + logit gradients, gradients), on CUDA.\n"
+          "See gpt/utils.py estimate_training_memory; benchmarks/memory.py measures a real step against it.")
     return 0
 
 

@@ -102,6 +102,24 @@ def count_parameters(cfg: GPTConfig, non_embedding: bool = False) -> int:
     return blocks + layer_norm + (0 if non_embedding else embeddings)
 
 
+def flops_per_token(cfg: GPTConfig, seq_len: int | None = None) -> int:
+    """Training FLOPs (forward + backward) per token at context seq_len: 6N + 12*L*H*Q*T.
+
+    PaLM's accounting (Chowdhery et al. 2022, appendix B): every weight takes part in one
+    multiply-add per token forward (2 FLOPs) and two backward (4 FLOPs), hence 6N; the attention
+    scores q.k and the weighted sum of values add 2*2*T*Q per head and layer forward, times 3
+    with the backward, hence 12*L*H*Q*T. N leaves out the position table (a lookup costs no
+    FLOPs) but keeps the token table, which is also the output layer's matrix when tied.
+    Masked (future) positions are counted too, as is the convention.
+    """
+    T = seq_len or cfg.block_size
+    n = count_parameters(cfg) - cfg.block_size * cfg.n_embd
+    if not cfg.tie_weights:
+        n -= cfg.vocab_size * cfg.n_embd     # the input table is only a lookup; the output layer stays
+    head_size = cfg.n_embd // cfg.n_head
+    return 6 * n + 12 * cfg.n_layer * cfg.n_head * head_size * T
+
+
 class CausalSelfAttention(nn.Module):
     """Multi-head self-attention where position t may only look at positions <= t."""
 

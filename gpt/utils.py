@@ -216,37 +216,63 @@ OPTIMIZER_STATE_BYTES = {"sgd": 0, "momentum": 4, "adam": 8, "adamw": 8}   # fp3
 
 
 def estimate_training_memory(cfg, batch_size: int, seq_len: int | None = None, optimizer: str = "adamw",
-                             precision: str = "fp32", attn_impl: str | None = None) -> dict:
-    """Bytes needed to train GPT(cfg) on batches of batch_size x seq_len tokens, by component.
+                             precision: str = "fp32", attn_impl: str | None = None, device: str = "cuda") -> dict:
+    """Peak bytes of one training step of GPT(cfg) on batch_size x seq_len tokens, by component.
 
-    Model states (per parameter N): weights 4N and gradients 4N (fp32; under bf16 autocast PyTorch
-    keeps fp32 weights and gradients too), optimizer state (sgd 0, momentum 4N, adam/adamw 8N for
-    the two moments); with bf16 autocast add 2N for the bf16 copies of the weights used in matmuls.
-    Adam in mixed precision is thus 16 (+2) bytes per parameter, as in the ZeRO paper's 16 bytes.
+    Model states (N parameters): weights 4N and gradients 4N (fp32; under bf16/fp16 autocast PyTorch
+    keeps fp32 weights and gradients too), optimizer state (sgd 0, momentum 4N, adam/adamw 8N for the
+    two moments); with autocast add 2N for the 16-bit copies of the weights that the matmuls keep
+    for the backward pass. Adam in mixed precision is thus 16 (+2) bytes per parameter (ZeRO: 16).
 
-    Activations saved for the backward pass, per layer (Korthikanti et al. 2022, "Reducing
-    activation recomputation"), with s = seq_len, b = batch, h = n_embd, a = n_head, and 2-byte
-    activations: s*b*h*(34 + 5*a*s/h) bytes; the 5*a*s/h part is the T x T attention (scores,
-    softmax, dropout mask), which the fused kernel does not store (it keeps O(s) statistics).
-    In fp32 the activations take twice the bytes (masks stay 1 byte: we use 2x as the estimate).
-    Logits: b*s*V values kept in the activation dtype plus the fp32 copy the loss uses, and the
-    embedding output s*b*h.
+    Activations saved for the backward pass (Korthikanti et al. 2022, "Reducing activation
+    recomputation in large transformer models", who count s*b*h*(34 + 5*a*s/h) bytes per layer at 2
+    bytes per value), with s = seq_len, b = batch, h = n_embd, a = n_head, w = bytes per activation
+    value (2 under autocast, 4 in fp32) and m = bytes per dropout-mask value (1 on CUDA, which keeps
+    masks as bools; w on the CPU, which keeps the scaled noise). Per layer:
+      16 values of s*b*h: the inputs of both LayerNorms, of the four matmuls (1 + 1 + 1 + 4), of GELU
+      (4), and q, k, v. Under autocast the LayerNorm inputs are the fp32 residual stream: 4 more bytes.
+      With dropout, the masks of the two residual branches: 2 * m.
+      Hand-written attention also keeps the a*s*s*b softmax output (w), and with dropout the mask (m)
+      and the dropped-out copy (w) that multiplies v; the fused kernel keeps only O(s) statistics.
+    Around the layers: the final LayerNorm's input (4), the output layer's input (w) and the
+    embedding dropout mask (m). So at 2 bytes on CUDA with dropout: 34*s*b*h + 5*a*s*s*b, as in the paper.
+
+    Logits: the loss keeps the fp32 log-softmax, b*s*V*4 bytes (train_step drops the logits themselves
+    before the backward pass). At the start of the backward pass two fp32 gradients of that size
+    exist at once (of the log-softmax and of the logits): b*s*V*8 bytes.
+
+    The peak is at that moment: weights + optimizer state + weight copies + activations + logits +
+    logit gradients. Gradients are not there yet (zero_grad sets them to None); they appear as the
+    backward pass frees the activations. The other candidate is the optimizer step: weights +
+    optimizer state + gradients + the step's temporaries (the foreach Adam used off CUDA makes one
+    of 4N bytes, its denominators; the fused CUDA kernel none). That one wins only for tiny batches:
+    total = weights + optimizer state + max(weight copies + activations + logits + logit gradients,
+                                            gradients + step temporaries).
+    Checked against PyTorch's own memory profiler in tests/test_params.py (within a few per cent).
     """
     from gpt.model import count_parameters
     s = seq_len or cfg.block_size
     b, h, a, L, V = batch_size, cfg.n_embd, cfg.n_head, cfg.n_layer, cfg.vocab_size
     n = count_parameters(cfg)
-    act_bytes = 2 if precision in ("bf16", "fp16") else 4
+    mixed = precision in ("bf16", "fp16")
+    w = 2 if mixed else 4
+    dropout = cfg.dropout > 0
+    m = (1 if device == "cuda" else w) if dropout else 0
     attn = attn_impl or cfg.attn_impl
-    per_layer_16bit = s * b * h * (34 + (5 * a * s / h if attn == "manual" else 0))
-    activations = L * per_layer_16bit * (act_bytes / 2) + s * b * h * act_bytes
-    logits = b * s * V * (act_bytes + 4)
-    states = {
+    per_layer = s * b * h * (16 * w + (4 if mixed else 0) + 2 * m)
+    if attn == "manual":
+        per_layer += a * s * s * b * (w + (m + w if dropout else 0))
+    activations = L * per_layer + s * b * h * (4 + w + m)
+    out = {
         "parameters": 4 * n,
         "gradients": 4 * n,
         "optimizer_state": OPTIMIZER_STATE_BYTES[optimizer] * n,
-        "weight_copies": 2 * n if precision in ("bf16", "fp16") else 0,
+        "weight_copies": 2 * n if mixed else 0,
+        "activations": activations,
+        "logits": b * s * V * 4,
+        "logit_gradients": b * s * V * 8,
     }
-    out = {**states, "activations": int(activations), "logits": int(logits)}
-    out["total"] = sum(out.values())
+    backward_start = out["weight_copies"] + out["activations"] + out["logits"] + out["logit_gradients"]
+    step_temporaries = 4 * n if optimizer in ("adam", "adamw") and device != "cuda" else 0
+    out["total"] = out["parameters"] + out["optimizer_state"] + max(backward_start, out["gradients"] + step_temporaries)
     return out

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gpt.model import GPT, GPTConfig, CausalSelfAttention, count_parameters, PRESETS
+from gpt.model import GPT, GPTConfig, CausalSelfAttention, count_parameters, flops_per_token, PRESETS
 from gpt.sampling import filter_top_k, filter_top_p, next_token
 
 
@@ -40,6 +40,31 @@ def test_count_parameters_equals_built_model(name, bias, tie):
     assert count_parameters(cfg) == sum(p.numel() for p in model.parameters())
     embeddings = cfg.vocab_size * cfg.n_embd * (1 if tie else 2) + cfg.block_size * cfg.n_embd
     assert count_parameters(cfg, non_embedding=True) == count_parameters(cfg) - embeddings
+
+
+def test_flops_per_token_gpt2_by_hand():
+    # N = 124,439,808 parameters - 1024 x 768 position table = 123,653,376; 6N = 741,920,256;
+    # 12 * L * H * Q * T = 12 * 12 * 12 * 64 * 1024 = 113,246,208.
+    assert flops_per_token(GPTConfig.preset("gpt2")) == 741_920_256 + 113_246_208
+    # At context 256 only the attention term shrinks (to a quarter).
+    assert flops_per_token(GPTConfig.preset("gpt2"), seq_len=256) == 741_920_256 + 113_246_208 // 4
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_flops_per_token_equals_pytorchs_count_of_a_training_step(tie):
+    """FlopCounterMode counts every matmul of a real forward + backward. The formula's 6N also
+    charges the biases and LayerNorm gains (which do elementwise work, not matmuls): take them off."""
+    from torch.utils.flop_counter import FlopCounterMode
+    cfg = small_config(tie_weights=tie, attn_impl="manual")
+    model = GPT(cfg)
+    B, T = 3, 16
+    x = torch.randint(0, cfg.vocab_size, (B, T))
+    with FlopCounterMode(display=False) as counter:
+        _, loss = model(x, x)
+        loss.backward()
+    not_matmul = sum(p.numel() for n, p in model.named_parameters() if p.dim() == 1)
+    expected = (flops_per_token(cfg, seq_len=T) - 6 * not_matmul) * B * T
+    assert counter.get_total_flops() == expected
 
 
 def test_gpt3_preset_is_counted_without_allocating():
