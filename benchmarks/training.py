@@ -1,17 +1,17 @@
 """Training throughput: our GPT against transformers' GPT2LMHeadModel, same configuration and batch,
 forward + backward + AdamW step, in the same process.
 
-    python benchmarks/training.py [--steps 10] [--device cpu]
+    python benchmarks/training.py [--steps 3] [--rounds 3] [--device cpu]
 
 For gpt-nano, gpt-micro and gpt-mini (vocab 8192, dropout 0.1), ours with attn_impl "manual" and
 "sdpa", transformers with attn_implementation "eager" and "sdpa". Tokens per second is batch x
-block / seconds per step (the mean over the timed steps, after one warm-up step).
+block / seconds per step: after one warm-up step each, the four run in turn for --rounds rounds of
+--steps steps, and each keeps its best round (so a slow spell of a shared machine hits all alike).
 """
 
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 from common import best_of
@@ -48,20 +48,27 @@ def transformers_model(cfg, device, attn):
     return step
 
 
-def tokens_per_second(step, x, steps: int, device) -> float:
-    step(x)              # warm-up
+def tokens_per_second(steps: dict, x, n_steps: int, rounds: int, device) -> dict:
+    """tokens/s of each step function: one warm-up step each, then `rounds` rounds in which every
+    function runs n_steps steps in turn (so a slow spell of the machine hits all alike); best round."""
+    for step in steps.values():
+        step(x)
     synchronize(device)
-
-    def run():
-        for _ in range(steps):
-            step(x)
-        synchronize(device)
-    return steps * x.size(0) * (x.size(1) - 1) / best_of(run, repeats=1)
+    best = {name: float("inf") for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            def run():
+                for _ in range(n_steps):
+                    step(x)
+                synchronize(device)
+            best[name] = min(best[name], best_of(run, repeats=1))
+    return {name: n_steps * x.size(0) * (x.size(1) - 1) / sec for name, sec in best.items()}
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=3, help="timed steps per round")
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     device = torch.device(args.device)
@@ -71,13 +78,10 @@ def main():
     for preset, block, batch in CASES:
         torch.manual_seed(0)
         x = torch.randint(0, 8192, (batch, block + 1), device=device)
-        res = {}
-        for name, make in (("ours manual", lambda: ours(GPTConfig.preset(preset, vocab_size=8192, block_size=block), device)),
-                           ("ours sdpa", lambda: ours(GPTConfig.preset(preset, vocab_size=8192, block_size=block,
-                                                                       attn_impl="sdpa"), device)),
-                           ("HF eager", lambda: transformers_model(GPTConfig.preset(preset, vocab_size=8192, block_size=block), device, "eager")),
-                           ("HF sdpa", lambda: transformers_model(GPTConfig.preset(preset, vocab_size=8192, block_size=block), device, "sdpa"))):
-            res[name] = tokens_per_second(make(), x, args.steps, device)
+        cfg = lambda **kw: GPTConfig.preset(preset, vocab_size=8192, block_size=block, **kw)
+        steps = {"ours manual": ours(cfg(), device), "ours sdpa": ours(cfg(attn_impl="sdpa"), device),
+                 "HF eager": transformers_model(cfg(), device, "eager"), "HF sdpa": transformers_model(cfg(), device, "sdpa")}
+        res = tokens_per_second(steps, x, args.steps, args.rounds, device)
         print(f"{preset:<10} {block:>5} {batch:>5} {res['ours manual']:>12,.0f} {res['ours sdpa']:>10,.0f} "
               f"{res['HF eager']:>10,.0f} {res['HF sdpa']:>10,.0f} {res['ours manual'] / res['HF eager']:>12.2f}x "
               f"{res['ours sdpa'] / res['HF sdpa']:>9.2f}x")

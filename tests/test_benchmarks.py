@@ -15,6 +15,19 @@ def test_benchmarks_quick_run(tmp_path):
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     text = out.read_text()
-    for needle in ("ours / HF time", "ours / tiktoken", "manual/eager", "cache/recompute", "- device:", "- versions:"):
+    for needle in ("ours / HF time", "ours / tiktoken", "manual/eager", "cache/recompute", "- device:", "- versions:",
+                   "s/1000 iters", "measured/estimate", "ours / transformers throughput"):
         assert needle in text, needle
-    assert "False" not in text.split("## Generation")[1], "greedy tokens differ from transformers' generate"
+    generation = text.split("## Generation")[1].split("\n## ")[0]
+    assert "True" in generation and "False" not in generation, "greedy tokens differ from transformers' generate"
+
+
+def test_memory_benchmark_agrees_with_the_estimate_it_prints():
+    proc = subprocess.run([sys.executable, "benchmarks/memory.py", "--device", "cpu", "--preset", "gpt-nano", "--batch", "2",
+                           "--block", "32", "--vocab", "256", "--dropout", "0"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line.split() for line in proc.stdout.splitlines() if line.startswith(("fp32", "bf16"))]
+    assert len(rows) == 3
+    for row in rows:
+        assert 0.95 < float(row[4].rstrip("x")) < 1.05, row
