@@ -304,3 +304,13 @@ def test_temperature_sharpens_the_distribution():
     assert cold.count(0) > 295 and hot.count(0) < 150
     with pytest.raises(ValueError, match="temperature"):
         next_token(logits, 0.0, True)
+
+
+@pytest.mark.parametrize("attn", ["manual", "sdpa"])
+def test_forward_with_loss_compiles_to_one_graph(attn):
+    """torch.compile (used by --fast) sees the whole forward + loss as one graph: a graph break would
+    split the fused kernels and drop back to Python in the middle of every step."""
+    model = GPT(small_config(attn_impl=attn))
+    x = torch.randint(0, 101, (2, 16))
+    explained = torch._dynamo.explain(model)(x, x)
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons

@@ -209,3 +209,24 @@ def test_corrupt_or_missing_checkpoint_is_a_user_error(tmp_path):
     torch.save({"weights": 1}, tmp_path / "foreign.pt")
     with pytest.raises(UserError, match="not a hw5 checkpoint"):
         load_checkpoint(tmp_path / "foreign.pt")
+
+
+def test_compiled_training_matches_eager_and_saves_plain_checkpoints(tmp_path):
+    """compile=True (what --fast turns on for GPUs) runs the same computation through torch.compile:
+    the same losses as eager (no dropout, so no random streams differ), and checkpoints without the
+    wrapper's `_orig_mod.` names, so they load into a plain GPT."""
+    rng = np.random.default_rng(0)
+    train_ids, valid_ids = rng.integers(0, 50, 2000).astype(np.uint16), rng.integers(0, 50, 300).astype(np.uint16)
+    tok = BPETokenizer.train("some text for the tokenizer " * 5, 260)
+    losses = {}
+    for compiled in (False, True):
+        cfg = TrainConfig(device="cpu", max_iters=6, batch_size=4, eval_interval=6, log_interval=2, warmup_iters=2,
+                          out_dir=str(tmp_path / str(compiled)), progress=False, compile=compiled)
+        Trainer(tiny_model(), cfg, WindowBatches(train_ids, 8, 4, 0), valid_ids, tok).train()
+        recs = read_jsonl(tmp_path / str(compiled) / "metrics.jsonl")
+        losses[compiled] = [r["loss"] for r in recs if r["kind"] == "train"] + [r["valid_loss"] for r in recs if r["kind"] == "eval"]
+    assert losses[True] == pytest.approx(losses[False], rel=1e-4)
+    ckpt = load_checkpoint(tmp_path / "True" / "last.pt")
+    assert not [k for k in ckpt["model"] if "_orig_mod" in k]
+    model, _ = model_from_checkpoint(ckpt)
+    assert isinstance(model, GPT)
