@@ -175,7 +175,8 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro_batches
         # between micro-batches that is wasted work, so it is skipped (no_sync) until the last one.
         sync = model.no_sync() if k < n - 1 and hasattr(model, "no_sync") else contextlib.nullcontext()
         with sync:
-            # TODO(train-step): forward (x, y) under `autocast` to get `loss`, divide it by n (so the
+            # TODO(train-step): forward (x, y) under `autocast` to get `loss` (keep only the loss, not the
+            # logits: a (B, T, V) tensor held through backward costs memory), divide it by n (so the
             # accumulated gradient is the mean over micro-batches), and backpropagate it (through
             # scaler.scale(loss) when a scaler is given).
             ### BEGIN SOLUTION
