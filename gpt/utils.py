@@ -233,9 +233,11 @@ def estimate_training_memory(cfg, batch_size: int, seq_len: int | None = None, o
       (4), and q, k, v. Under autocast the LayerNorm inputs are the fp32 residual stream: 4 more bytes.
       With dropout, the masks of the two residual branches: 2 * m.
       Hand-written attention also keeps the a*s*s*b softmax output (w), and with dropout the mask (m)
-      and the dropped-out copy (w) that multiplies v; the fused kernel keeps only O(s) statistics.
+      and the dropped-out copy (w) that multiplies v; the fused kernel keeps only O(s) statistics
+      (on the CPU it has no dropout: with dropout PyTorch falls back to a path that stores the matrix).
     Around the layers: the final LayerNorm's input (4), the output layer's input (w) and the
-    embedding dropout mask (m). So at 2 bytes on CUDA with dropout: 34*s*b*h + 5*a*s*s*b, as in the paper.
+    embedding dropout mask (m). With 2 bytes for every value and 1-byte masks this is the paper's
+    34*s*b*h + 5*a*s*s*b; under autocast the fp32 LayerNorm inputs make it 38*s*b*h + 5*a*s*s*b.
 
     Logits: the loss keeps the fp32 log-softmax, b*s*V*4 bytes (train_step drops the logits themselves
     before the backward pass). At the start of the backward pass two fp32 gradients of that size
