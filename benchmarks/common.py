@@ -28,15 +28,3 @@ def best_of(fn, repeats: int = 3) -> float:
         best = min(best, time.perf_counter() - t0)
     return best
 
-
-# Dense (no sparsity) bf16/fp16 tensor-core peaks from the vendors' data sheets, TFLOP/s.
-# Checked in order: the first name found in the device name wins.
-DEVICE_PEAK_TFLOPS = [("H100 PCIe", 756.0), ("H100", 989.0), ("H200", 989.0), ("A100", 312.0)]
-
-
-def peak_tflops(device_name: str) -> float | None:
-    """The dense bf16 peak of a known GPU (by torch.cuda.get_device_name), else None."""
-    for key, tflops in DEVICE_PEAK_TFLOPS:
-        if key in device_name:
-            return tflops
-    return None

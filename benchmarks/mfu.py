@@ -20,11 +20,11 @@ import argparse
 import time
 
 import torch
-from common import peak_tflops
+from common import best_of  # noqa: F401  (sets sys.path to the repository)
 
 from gpt.model import GPT, GPTConfig, flops_per_token
 from gpt.trainer import TrainConfig, autocast_context, make_optimizer, train_step
-from gpt.utils import synchronize
+from gpt.utils import peak_tflops, synchronize
 
 
 def padded(n: int, multiple: int = 64) -> int:
@@ -81,7 +81,7 @@ def main():
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    peak = args.peak_tflops or peak_tflops(name)
+    peak = args.peak_tflops or peak_tflops(device)
     cfg = GPTConfig.preset(args.preset, vocab_size=padded(50257), block_size=args.block, dropout=0.0,
                            attn_impl="sdpa")
     x = torch.randint(0, 50257, (args.batch, args.block + 1), device=device)   # T = block: targets shift by 1

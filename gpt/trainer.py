@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gpt.utils import (UserError, append_jsonl, atomic_torch_save, atomic_write_bytes, choose_device, ensure_dir,
-                       plot_curves, read_jsonl, seed_everything)
+                       peak_tflops, plot_curves, read_jsonl, seed_everything)
 
 CHECKPOINT_FORMAT = "hw5-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -355,6 +355,12 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
             train_model = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.train_model = torch.compile(train_model) if cfg.compile else train_model
+        # Model FLOPs utilisation, logged on GPUs whose peak is known (GPT only: the formula is its own).
+        self.peak_flops = None
+        if model_kind_of(self.model) == "gpt" and (peak := peak_tflops(self.device)):
+            from gpt.model import flops_per_token
+            self.flops_per_token = flops_per_token(self.model.config, self.block_size)
+            self.peak_flops = peak * 1e12
         self.iteration = 0
         self.best_ppl = float("inf")
         self.evals_since_best = 0
@@ -475,11 +481,15 @@ class Trainer:
                 self.elapsed += now - window_start
                 self._check_finite(mean_loss, "training")
                 tps = tokens_per_iter * window_iters / max(now - window_start, 1e-9)
+                rec = {"kind": "train", "iter": self.iteration, "time": round(self.elapsed, 3), "loss": mean_loss,
+                       "ppl": math.exp(min(mean_loss, 700.0)), "lr": lr, "tokens_per_sec": round(tps, 1)}
+                postfix = dict(loss=f"{mean_loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tps:,.0f}")
+                if self.peak_flops:   # per GPU: each of world_size GPUs did 1/world_size of the tokens
+                    rec["mfu"] = round(tps * self.flops_per_token / (self.dist.world_size * self.peak_flops), 4)
+                    postfix["mfu"] = f"{rec['mfu']:.0%}"
                 if main:
-                    append_jsonl(self.metrics_path, {
-                        "kind": "train", "iter": self.iteration, "time": round(self.elapsed, 3), "loss": mean_loss,
-                        "ppl": math.exp(min(mean_loss, 700.0)), "lr": lr, "tokens_per_sec": round(tps, 1)})
-                bar.set_postfix(loss=f"{mean_loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tps:,.0f}")
+                    append_jsonl(self.metrics_path, rec)
+                bar.set_postfix(**postfix)
                 window_loss.zero_()
                 window_start, window_iters = time.perf_counter(), 0
             if self.iteration % cfg.eval_interval == 0 or self.iteration == cfg.max_iters:

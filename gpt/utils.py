@@ -111,6 +111,19 @@ def synchronize(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
+# Dense (no sparsity) bf16/fp16 tensor-core peaks from the vendors' data sheets, TFLOP/s.
+# Checked in order: the first name found in the device name wins.
+DEVICE_PEAK_TFLOPS = [("H100 PCIe", 756.0), ("H100", 989.0), ("H200", 989.0), ("A100", 312.0)]
+
+
+def peak_tflops(device: torch.device) -> float | None:
+    """The dense bf16 peak of a known CUDA GPU, else None (CPU, MPS, GPUs not in the table)."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((tflops for key, tflops in DEVICE_PEAK_TFLOPS if key in name), None)
+
+
 # -- plots ---------------------------------------------------------------------------------
 
 def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> None:

@@ -230,3 +230,19 @@ def test_compiled_training_matches_eager_and_saves_plain_checkpoints(tmp_path):
     assert not [k for k in ckpt["model"] if "_orig_mod" in k]
     model, _ = model_from_checkpoint(ckpt)
     assert isinstance(model, GPT)
+
+
+def test_mfu_is_logged_only_where_the_peak_is_known(tmp_path, monkeypatch):
+    """On a GPU with a known peak each log line carries mfu = tokens/s x FLOPs per token / peak;
+    on the CPU (peak unknown) there is no such field. The peak lookup is faked here (no GPU)."""
+    from gpt.model import flops_per_token
+    make_trainer(tmp_path / "cpu", max_iters=4, eval_interval=4).train()
+    assert not [r for r in read_jsonl(tmp_path / "cpu" / "metrics.jsonl") if "mfu" in r]
+    monkeypatch.setattr(trainer_mod, "peak_tflops", lambda device: 1e-3)     # a 1 GFLOP/s "GPU"
+    trainer = make_trainer(tmp_path / "gpu", max_iters=4, eval_interval=4)
+    trainer.train()
+    per_token = flops_per_token(trainer.model.config, 8)
+    assert per_token == 6 * (sum(p.numel() for p in trainer.model.parameters()) - 8 * 16) + 12 * 2 * 2 * 8 * 8
+    train = [r for r in read_jsonl(tmp_path / "gpu" / "metrics.jsonl") if r["kind"] == "train"]
+    assert train and all(r["mfu"] == pytest.approx(r["tokens_per_sec"] * per_token / 1e9, rel=1e-3, abs=1e-4)
+                         for r in train)
