@@ -137,14 +137,13 @@ def cmd_train(args) -> int:
     from data import WindowBatches
     from generate import HANDOUT_PROMPTS, complete
     from gpt.trainer import DistInfo, TrainConfig, Trainer, evaluate, load_checkpoint, model_from_checkpoint
-    from gpt.utils import atomic_write_bytes, choose_device, ensure_dir, seed_everything
+    from gpt.utils import atomic_write_bytes, choose_device, enable_tf32, ensure_dir, seed_everything
 
     device = choose_device(args.device)
     out_dir = ensure_dir(args.out_dir)
     model_settings, train_settings = resolve_settings(args, device.type)
     if args.fast and device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True   # TF32 tensor cores for fp32 matmuls (Ampere and newer)
-        torch.backends.cudnn.allow_tf32 = True
+        enable_tf32()
     vocab = args.vocab_size or AUTO_PROFILES["gpu" if device.type == "cuda" else "cpu"]["vocab_size"]
     t0 = time.perf_counter()
     corpus, tok, ids = prepare_data(args, vocab)

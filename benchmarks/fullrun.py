@@ -18,20 +18,19 @@ import time
 
 import numpy as np
 import torch
-from common import best_of  # noqa: F401  (sets sys.path to the repository)
+import common  # noqa: F401  (puts the repository on sys.path)
 
 import main as hw5_main
 from data import WindowBatches
 from gpt.trainer import TrainConfig, autocast_context, make_optimizer, train_step
-from gpt.utils import choose_device, synchronize
+from gpt.utils import choose_device, enable_tf32, synchronize
 
 
 def time_profile(flags: list[str], device: torch.device, steps: int, warmup: int) -> dict:
     args = hw5_main.build_parser().parse_args(["train", *flags])
     model_settings, train_settings = hw5_main.resolve_settings(args, device.type)
     if args.fast and device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+        enable_tf32()
     vocab = hw5_main.AUTO_PROFILES["gpu" if device.type == "cuda" else "cpu"]["vocab_size"]
     tcfg = TrainConfig(device=str(device), **train_settings)
     torch.manual_seed(0)

@@ -16,10 +16,9 @@ import argparse
 import gc
 
 import torch
-from common import best_of  # noqa: F401  (sets sys.path to the repository)
+from common import ours_step
 
-from gpt.model import GPT, GPTConfig
-from gpt.trainer import TrainConfig, autocast_context, make_optimizer, train_step
+from gpt.model import GPTConfig
 from gpt.utils import estimate_training_memory
 
 CASES = [("fp32", "manual"), ("bf16", "manual"), ("bf16", "sdpa")]
@@ -47,12 +46,9 @@ def measure_training_step(cfg: GPTConfig, batch: int, precision: str, optimizer:
     device = torch.device(device)
     torch.manual_seed(0)
     x = torch.randint(0, cfg.vocab_size, (batch, cfg.block_size + 1), device=device)
-    model = GPT(cfg).to(device).train()
-    opt = make_optimizer(model, TrainConfig(optimizer=optimizer), fused=device.type == "cuda")
-    autocast = autocast_context(device, precision)
-    step = lambda: train_step(model, opt, [(x[:, :-1], x[:, 1:])], 1.0, autocast)
-    step()
-    return peak_bytes(step, device)
+    step = ours_step(cfg, device, precision, optimizer=optimizer)
+    step(x)
+    return peak_bytes(lambda: step(x), device)
 
 
 def main():

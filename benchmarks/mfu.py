@@ -20,44 +20,14 @@ import argparse
 import time
 
 import torch
-from common import best_of  # noqa: F401  (sets sys.path to the repository)
+from common import ours_step, seconds_per_step, transformers_step
 
-from gpt.model import GPT, GPTConfig, flops_per_token
-from gpt.trainer import TrainConfig, autocast_context, make_optimizer, train_step
-from gpt.utils import peak_tflops, synchronize
+from gpt.model import GPTConfig, flops_per_token
+from gpt.utils import enable_tf32, peak_tflops, synchronize
 
 
 def padded(n: int, multiple: int = 64) -> int:
     return (n + multiple - 1) // multiple * multiple
-
-
-def ours(cfg: GPTConfig, device, precision: str, compile_: bool):
-    model = GPT(cfg).to(device).train()
-    opt = make_optimizer(model, TrainConfig(), fused=True)
-    run = torch.compile(model) if compile_ else model
-    autocast = autocast_context(device, precision)
-    return lambda x: train_step(run, opt, [(x[:, :-1], x[:, 1:])], 1.0, autocast)
-
-
-def transformers_step(cfg: GPTConfig, device, precision: str, compile_: bool):
-    from transformers import GPT2Config, GPT2LMHeadModel
-    hc = GPT2Config(vocab_size=cfg.vocab_size, n_positions=cfg.block_size, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
-                    n_head=cfg.n_head, resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout,
-                    bos_token_id=0, eos_token_id=0, attn_implementation="sdpa")
-    model = GPT2LMHeadModel(hc).to(device).train()
-    opt = make_optimizer(model, TrainConfig(), fused=True)
-    run = torch.compile(model) if compile_ else model
-    autocast = autocast_context(device, precision)
-
-    def step(x):
-        with autocast:
-            loss = run(input_ids=x[:, :-1], labels=x[:, :-1]).loss   # shifts labels inside: same T-1 targets
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return loss.detach()
-    return step
 
 
 def main():
@@ -78,8 +48,7 @@ def main():
     if device.type == "cuda" and not torch.cuda.is_available():
         print("skipped: no CUDA GPU on this machine (MFU is a GPU figure; --device cpu runs the code path)")
         return
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
+    enable_tf32()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     peak = args.peak_tflops or peak_tflops(device)
     cfg = GPTConfig.preset(args.preset, vocab_size=padded(50257), block_size=args.block, dropout=0.0,
@@ -89,16 +58,18 @@ def main():
     flops = flops_per_token(cfg) * tokens
     compile_ = not args.no_compile
     print(f"MFU on {name}: {args.preset}, vocab {cfg.vocab_size}, block {args.block}, batch {args.batch}, "
-          f"{args.precision} autocast, compile {compile_}, sdpa, fused AdamW, TF32; "
+          f"{args.precision} autocast, compile {compile_}, sdpa, {'fused' if device.type == 'cuda' else 'foreach'} AdamW, TF32; "
           f"{flops_per_token(cfg) / 1e6:,.1f} MFLOP/token; peak {f'{peak:g} TFLOP/s' if peak else 'unknown'}")
 
     steps, memory = {}, {}
-    for label, make in (("ours", ours), ("transformers", transformers_step)):
+    makers = (("ours", lambda: ours_step(cfg, device, args.precision, compile_)),
+              ("transformers", lambda: transformers_step(cfg, device, "sdpa", args.precision, compile_)))
+    for label, make in makers:
         torch.manual_seed(0)
         if device.type == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
-        step = make(cfg, device, args.precision, compile_)
+        step = make()
         t0 = time.perf_counter()
         for _ in range(args.warmup):
             step(x)
@@ -108,15 +79,7 @@ def main():
         if device.type == "cuda":
             memory[label] = torch.cuda.max_memory_allocated(device) / 2**30
 
-    best = {label: float("inf") for label in steps}
-    for _ in range(args.rounds):              # alternate, so drift in clocks or load hits both alike
-        for label, step in steps.items():
-            synchronize(device)
-            t0 = time.perf_counter()
-            for _ in range(args.steps):
-                step(x)
-            synchronize(device)
-            best[label] = min(best[label], (time.perf_counter() - t0) / args.steps)
+    best = seconds_per_step(steps, x, args.steps, args.rounds, device)
 
     print(f"{'model':<13} {'ms/step':>9} {'tokens/s':>12} {'TFLOP/s':>9} {'MFU':>7} {'peak mem GiB':>13}")
     for label, sec in best.items():

@@ -14,55 +14,11 @@ from __future__ import annotations
 import argparse
 
 import torch
-from common import best_of
+from common import ours_step, seconds_per_step, transformers_step
 
-from gpt.model import GPT, GPTConfig
-from gpt.trainer import TrainConfig, make_optimizer, train_step
-from gpt.utils import synchronize
+from gpt.model import GPTConfig
 
 CASES = [("gpt-nano", 128, 32), ("gpt-micro", 128, 32), ("gpt-mini", 256, 16)]   # preset, block, batch
-
-
-def ours(cfg, device):
-    model = GPT(cfg).to(device).train()
-    opt = make_optimizer(model, TrainConfig(), fused=device.type == "cuda")
-    return lambda x: train_step(model, opt, [(x[:, :-1], x[:, 1:])], 1.0)
-
-
-def transformers_model(cfg, device, attn):
-    from transformers import GPT2Config, GPT2LMHeadModel
-    hc = GPT2Config(vocab_size=cfg.vocab_size, n_positions=cfg.block_size, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
-                    n_head=cfg.n_head, resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout,
-                    bos_token_id=0, eos_token_id=0, attn_implementation=attn)
-    model = GPT2LMHeadModel(hc).to(device).train()
-    assert model.config._attn_implementation == attn
-    opt = make_optimizer(model, TrainConfig(), fused=device.type == "cuda")
-
-    def step(x):
-        loss = model(input_ids=x[:, :-1], labels=x[:, :-1]).loss   # shifts labels inside: same T-1 targets
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return loss.detach()
-    return step
-
-
-def tokens_per_second(steps: dict, x, n_steps: int, rounds: int, device) -> dict:
-    """tokens/s of each step function: one warm-up step each, then `rounds` rounds in which every
-    function runs n_steps steps in turn (so a slow spell of the machine hits all alike); best round."""
-    for step in steps.values():
-        step(x)
-    synchronize(device)
-    best = {name: float("inf") for name in steps}
-    for _ in range(rounds):
-        for name, step in steps.items():
-            def run():
-                for _ in range(n_steps):
-                    step(x)
-                synchronize(device)
-            best[name] = min(best[name], best_of(run, repeats=1))
-    return {name: n_steps * x.size(0) * (x.size(1) - 1) / sec for name, sec in best.items()}
 
 
 def main():
@@ -79,9 +35,12 @@ def main():
         torch.manual_seed(0)
         x = torch.randint(0, 8192, (batch, block + 1), device=device)
         cfg = lambda **kw: GPTConfig.preset(preset, vocab_size=8192, block_size=block, **kw)
-        steps = {"ours manual": ours(cfg(), device), "ours sdpa": ours(cfg(attn_impl="sdpa"), device),
-                 "HF eager": transformers_model(cfg(), device, "eager"), "HF sdpa": transformers_model(cfg(), device, "sdpa")}
-        res = tokens_per_second(steps, x, args.steps, args.rounds, device)
+        steps = {"ours manual": ours_step(cfg(), device), "ours sdpa": ours_step(cfg(attn_impl="sdpa"), device),
+                 "HF eager": transformers_step(cfg(), device, "eager"), "HF sdpa": transformers_step(cfg(), device, "sdpa")}
+        for step in steps.values():       # one warm-up step each
+            step(x)
+        tokens = x.size(0) * (x.size(1) - 1)
+        res = {name: tokens / sec for name, sec in seconds_per_step(steps, x, args.steps, args.rounds, device).items()}
         print(f"{preset:<10} {block:>5} {batch:>5} {res['ours manual']:>12,.0f} {res['ours sdpa']:>10,.0f} "
               f"{res['HF eager']:>10,.0f} {res['HF sdpa']:>10,.0f} {res['ours manual'] / res['HF eager']:>12.2f}x "
               f"{res['ours sdpa'] / res['HF sdpa']:>9.2f}x")

@@ -355,12 +355,12 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
             train_model = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.train_model = torch.compile(train_model) if cfg.compile else train_model
-        # Model FLOPs utilisation, logged on GPUs whose peak is known (GPT only: the formula is its own).
-        self.peak_flops = None
+        # Model FLOPs utilisation = tokens/s x mfu_per_token, logged on GPUs whose peak is known (GPT
+        # only: the FLOP formula is its own). Per GPU: each of world_size GPUs does 1/world_size of the tokens.
+        self.mfu_per_token = None
         if model_kind_of(self.model) == "gpt" and (peak := peak_tflops(self.device)):
             from gpt.model import flops_per_token
-            self.flops_per_token = flops_per_token(self.model.config, self.block_size)
-            self.peak_flops = peak * 1e12
+            self.mfu_per_token = flops_per_token(self.model.config, self.block_size) / (peak * 1e12 * self.dist.world_size)
         self.iteration = 0
         self.best_ppl = float("inf")
         self.evals_since_best = 0
@@ -484,8 +484,8 @@ class Trainer:
                 rec = {"kind": "train", "iter": self.iteration, "time": round(self.elapsed, 3), "loss": mean_loss,
                        "ppl": math.exp(min(mean_loss, 700.0)), "lr": lr, "tokens_per_sec": round(tps, 1)}
                 postfix = dict(loss=f"{mean_loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tps:,.0f}")
-                if self.peak_flops:   # per GPU: each of world_size GPUs did 1/world_size of the tokens
-                    rec["mfu"] = round(tps * self.flops_per_token / (self.dist.world_size * self.peak_flops), 4)
+                if self.mfu_per_token:
+                    rec["mfu"] = round(tps * self.mfu_per_token, 4)
                     postfix["mfu"] = f"{rec['mfu']:.0%}"
                 if main:
                     append_jsonl(self.metrics_path, rec)

@@ -103,6 +103,12 @@ def choose_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def enable_tf32() -> None:
+    """Let fp32 matmuls and convolutions use TF32 tensor cores (Ampere and newer GPUs; no effect elsewhere)."""
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for queued GPU work, so that a clock read afterwards measures it."""
     if device.type == "cuda":
