@@ -10,13 +10,15 @@ An empty prompt samples unconditionally, starting from the <|endoftext|> token a
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import torch
 
-from gpt.trainer import load_checkpoint, model_from_checkpoint
-from gpt.utils import (ArgumentParser, UserError, choose_device, non_negative_float, non_negative_int,
-                       positive_int, probability, run_cli)
+from gpt.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from gpt.cli import (ArgumentParser, UserError, flag_errors, non_negative_float, non_negative_int, positive_int,
+                     probability, run_cli)
+from gpt.utils import atomic_write_bytes, choose_device, ensure_dir
 
 HANDOUT_PROMPTS = (
     " The best perks of living on the east",
@@ -28,8 +30,11 @@ HANDOUT_PROMPTS = (
 
 def load_model(checkpoint: str, device: str = "auto"):
     """(model, tokenizer) from a checkpoint file; the model is in eval mode on the device."""
-    dev = choose_device(device)
-    model, tok = model_from_checkpoint(load_checkpoint(checkpoint, map_location=dev), dev)
+    with flag_errors("--device", "use --device auto or cpu"):
+        dev = choose_device(device)
+    with flag_errors("--checkpoint", "train first (python main.py train) or fix the path",
+                     kinds=(FileNotFoundError, CheckpointError)):
+        model, tok = model_from_checkpoint(load_checkpoint(checkpoint, map_location=dev), dev)
     if tok is None:
         raise UserError(f"{checkpoint} holds no tokenizer, so its ids cannot be turned into text")
     return model, tok
@@ -78,13 +83,20 @@ def add_sampling_args(p: argparse.ArgumentParser, checkpoint_required: bool = Tr
 def run_sampling(args) -> int:
     model, tok = load_model(args.checkpoint, args.device)
     greedy = args.greedy or args.temperature == 0
+    blocks = []
     for prompt in args.prompt if args.prompt is not None else HANDOUT_PROMPTS:
         outs = complete(model, tok, prompt, args.num_samples, args.max_new_tokens,
                         temperature=args.temperature or 1.0, top_k=args.top_k, top_p=args.top_p,
                         greedy=greedy, seed=args.seed)
         for k, text in enumerate(outs):
             label = f"[{k + 1}/{len(outs)}] " if len(outs) > 1 else ""
-            print(f"{label}{prompt!r} ->{prompt}{text}\n")
+            blocks.append(f"{label}{prompt!r} ->{prompt}{text}")
+            print(blocks[-1] + "\n")
+    if getattr(args, "out_dir", None):   # main.py sample: keep them
+        with flag_errors("--out-dir", "choose another --out-dir", kinds=(OSError,)):
+            path = os.path.join(ensure_dir(args.out_dir), "samples.txt")
+            atomic_write_bytes(path, ("\n\n".join(blocks) + "\n").encode("utf-8"))
+        print(f"wrote {path}", file=sys.stderr)
     return 0
 
 

@@ -1,9 +1,10 @@
 """Throughput of the homework's default run: what `python main.py train` would train on this device.
 
-    python benchmarks/fullrun.py [--device auto] [--steps 20] [--extra-flags "--fast"]
+    python benchmarks/fullrun.py [--device auto] [--steps 20] [--extra "attn_impl=sdpa precision=bf16"]
 
-The model and training settings come from main.py itself (the `auto` profile: CPU or GPU), and the
-batches from data.WindowBatches over a stream of random token ids (the path the real run takes,
+The model and training settings are resolved as `main.py train` resolves them (gpt.profiles: the
+`auto` profile for the CPU or the GPU; --extra sets fields of GPTConfig / TrainConfig as flags would),
+and the batches come from gpt.windows.WindowBatches over a stream of random token ids (the path the real run takes,
 pinned memory and non-blocking copies included; tokenizing WikiText is not part of a step).
 Prints tokens/s, ms per iteration, seconds per 1000 iterations and the profile's max_iters
 iterations of training (evaluation and the final report not included). On a GPU it also times
@@ -13,28 +14,39 @@ the profile with --fast (bf16 autocast + torch.compile + sdpa + TF32).
 from __future__ import annotations
 
 import argparse
-import shlex
+import ast
 import time
 
 import numpy as np
 import torch
 import common  # noqa: F401  (puts the repository on sys.path)
 
-import main as hw5_main
-from data import WindowBatches
+from gpt.profiles import auto_profile, build_model, describe, resolve_settings
 from gpt.trainer import TrainConfig, autocast_context, make_optimizer, train_step
 from gpt.utils import choose_device, enable_tf32, synchronize
+from gpt.windows import WindowBatches
 
 
-def time_profile(flags: list[str], device: torch.device, steps: int, warmup: int) -> dict:
-    args = hw5_main.build_parser().parse_args(["train", *flags])
-    model_settings, train_settings = hw5_main.resolve_settings(args, device.type)
-    if args.fast and device.type == "cuda":
+def parse_settings(text: str) -> dict:
+    """"attn_impl=sdpa batch_size=16" -> {"attn_impl": "sdpa", "batch_size": 16}."""
+    out = {}
+    for item in text.split():
+        key, _, value = item.partition("=")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
+
+
+def time_profile(given: dict, fast: bool, device: torch.device, steps: int, warmup: int) -> dict:
+    model_settings, train_settings = resolve_settings(given, device.type, fast=fast)
+    if fast and device.type == "cuda":
         enable_tf32()
-    vocab = hw5_main.AUTO_PROFILES["gpu" if device.type == "cuda" else "cpu"]["vocab_size"]
+    vocab = auto_profile(device.type)["vocab_size"]
     tcfg = TrainConfig(device=str(device), **train_settings)
     torch.manual_seed(0)
-    model, cfg = hw5_main.build_model(args, vocab, model_settings)
+    model, cfg = build_model("gpt", vocab, model_settings)
     model = model.to(device).train()
     opt = make_optimizer(model, tcfg, fused=device.type == "cuda")
     run = torch.compile(model) if tcfg.compile else model
@@ -55,7 +67,8 @@ def time_profile(flags: list[str], device: torch.device, steps: int, warmup: int
     float(loss)                          # one read-back at the end, as at a log interval
     sec = (time.perf_counter() - t0) / steps
     tokens = tcfg.batch_size * tcfg.grad_accum * cfg.block_size
-    return dict(flags=" ".join(flags) or "(defaults)", model=hw5_main.describe(args.model, cfg),
+    label = " ".join((["--fast"] if fast else []) + [f"{k}={v}" for k, v in given.items()]) or "(defaults)"
+    return dict(flags=label, model=describe(cfg),
                 params=sum(p.numel() for p in model.parameters()), batch=f"{tcfg.batch_size * tcfg.grad_accum} x {cfg.block_size}",
                 precision=tcfg.precision, compile=tcfg.compile, attn=cfg.attn_impl, sec=sec, tokens_per_second=tokens / sec,
                 max_iters=tcfg.max_iters)
@@ -66,21 +79,21 @@ def main():
     ap.add_argument("--device", default="auto")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3, help="untimed iterations first (compilation happens here)")
-    ap.add_argument("--extra-flags", default=None, help="time these main.py train flags too, e.g. \"--fast\"")
+    ap.add_argument("--extra", default=None, help='time these settings too, e.g. "attn_impl=sdpa precision=bf16"')
     args = ap.parse_args()
     device = choose_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
-    variants = [[]]
+    variants = [({}, False)]
     if device.type == "cuda":
-        variants.append(["--fast"])
-    if args.extra_flags:
-        variants.append(shlex.split(args.extra_flags))
+        variants.append(({}, True))
+    if args.extra:
+        variants.append((parse_settings(args.extra), False))
     print(f"default run of `python main.py train` on {name}: {args.steps} timed iterations after {args.warmup} warm-up")
     print(f"{'flags':<18} {'precision':>9} {'compile':>7} {'attn':>6} {'tokens/s':>10} {'ms/iter':>8} "
           f"{'s/1000 iters':>12} {'max_iters':>9} {'training time':>13}")
     models = {}
-    for flags in variants:
-        r = time_profile(flags, device, args.steps, args.warmup)
+    for given, fast in variants:
+        r = time_profile(given, fast, device, args.steps, args.warmup)
         models.setdefault(f"{r['model']}, {r['params']:,} parameters, batch {r['batch']} tokens", []).append(r["flags"])
         total = r["sec"] * r["max_iters"]
         print(f"{r['flags']:<18} {r['precision']:>9} {str(r['compile']):>7} {r['attn']:>6} {r['tokens_per_second']:>10,.0f} "

@@ -19,7 +19,7 @@ import torch
 from common import ours_step
 
 from gpt.model import GPTConfig
-from gpt.utils import estimate_training_memory
+from gpt.sizing import estimate_training_memory
 
 CASES = [("fp32", "manual"), ("bf16", "manual"), ("bf16", "sdpa")]
 

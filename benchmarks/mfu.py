@@ -23,7 +23,8 @@ import torch
 from common import ours_step, seconds_per_step, transformers_step
 
 from gpt.model import GPTConfig, flops_per_token
-from gpt.utils import enable_tf32, peak_tflops, synchronize
+from gpt.sizing import peak_tflops
+from gpt.utils import enable_tf32, synchronize
 
 
 def padded(n: int, multiple: int = 64) -> int:

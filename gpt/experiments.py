@@ -1,6 +1,7 @@
-"""The model-comparison grid: GPT vs LSTM, depth, and optimizers, each run a `main.py train`.
+"""The model-comparison grid: GPT vs LSTM, depth, and optimizers, each run a training command.
 
-Every run is its own process (`python main.py train ... --out-dir OUT/<id>`), so its peak memory is
+Every run is its own process (the caller's train command, e.g. `python main.py train`, with
+`--out-dir OUT/<id>` and the run's flags), so its peak memory is
 measured cleanly (peak RSS from os.wait4 on CPU; torch.cuda.max_memory_allocated on GPU, logged by
 the trainer). A run with summary.json is finished and skipped; one with only last.pt resumes.
 OUT/results.csv and OUT/results.md collect the headline numbers; OUT/compare-<group>.png plots
@@ -14,13 +15,16 @@ import io
 import json
 import os
 import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 
-from gpt.utils import UserError, atomic_write_bytes, read_jsonl, save_figure
+from gpt.checkpoint import MODEL_KINDS
+from gpt.trainer import OPTIMIZERS
+from gpt.utils import atomic_write_bytes, read_jsonl, save_figure
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+class RunFailed(RuntimeError):
+    """A run of the grid exited with an error; its log.txt says why."""
 
 
 @dataclass
@@ -51,15 +55,16 @@ def load_grid(path: str) -> list[Run]:
             runs.append(Run(item.pop("id"), item.pop("model"), int(item.pop("n_layer")), item.pop("optimizer"),
                             item.pop("group", "grid"), item))
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise UserError(f"cannot read the grid {path} ({e}); it must be a JSON list of "
-                        '{"id", "model", "n_layer", "optimizer"} objects') from None
+        raise ValueError(f"cannot read the grid {path} ({e}); it must be a JSON list of "
+                         '{"id", "model", "n_layer", "optimizer"} objects') from None
     for r in runs:
-        if r.model not in ("gpt", "lstm") or r.optimizer not in ("adam", "adamw", "sgd", "momentum"):
-            raise UserError(f"grid run {r.id!r}: model must be gpt|lstm and optimizer adam|adamw|sgd|momentum")
+        if r.model not in MODEL_KINDS or r.optimizer not in OPTIMIZERS:
+            raise ValueError(f"grid run {r.id!r}: model must be one of {'|'.join(MODEL_KINDS)} and optimizer "
+                             f"one of {'|'.join(OPTIMIZERS)}")
     return runs
 
 
-def run_one(run: Run, out_root: str, base_flags: list[str]) -> dict:
+def run_one(run: Run, out_root: str, base_flags: list[str], train_command: list[str]) -> dict:
     """Train one run in a subprocess (or skip / resume it); returns its summary plus peak memory."""
     out = os.path.join(out_root, run.id)
     summary_path = os.path.join(out, "summary.json")
@@ -78,12 +83,11 @@ def run_one(run: Run, out_root: str, base_flags: list[str]) -> dict:
     else:
         print(f"{run.id}: training")
     with open(os.path.join(out, "log.txt"), "ab") as log:
-        proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "main.py"), "train", *flags],
-                                stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([*train_command, *flags], stdout=log, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(proc.pid, 0)
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
-        raise UserError(f"run {run.id} failed (exit {code}); see {os.path.join(out, 'log.txt')}")
+        raise RunFailed(f"run {run.id} failed (exit {code}); see {os.path.join(out, 'log.txt')}")
     with open(summary_path) as f:
         summary = json.load(f)
     summary["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)     # ru_maxrss is in KiB on Linux
@@ -156,12 +160,13 @@ def plot_groups(runs: list[Run], out_root: str) -> list[str]:
     return written
 
 
-def run_grid(runs: list[Run], out_root: str, base_flags: list[str], gpu: bool) -> str:
+def run_grid(runs: list[Run], out_root: str, base_flags: list[str], gpu: bool, train_command: list[str]) -> str:
+    """Make every run (train_command + its flags, in a subprocess), then the tables and the figures."""
     os.makedirs(out_root, exist_ok=True)
     atomic_write_bytes(os.path.join(out_root, "grid.json"),
                        json.dumps({"runs": [asdict(r) for r in runs], "flags": base_flags}, indent=1).encode())
     t0 = time.time()
-    summaries = {r.id: run_one(r, out_root, base_flags) for r in runs}
+    summaries = {r.id: run_one(r, out_root, base_flags, train_command) for r in runs}
     rows = table_rows(runs, summaries)
     md = write_tables(rows, out_root, "peak GPU memory" if gpu else "peak RSS")
     plot_groups(runs, out_root)

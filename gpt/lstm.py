@@ -9,13 +9,14 @@ longest context used when generating (for a like-for-like comparison with GPT).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
-from gpt.model import check_sizes, lm_loss
+from gpt.model import lm_loss
 from gpt.sampling import generate
+from gpt.sizing import check_sizes
 
 
 @dataclass
@@ -32,14 +33,6 @@ class LSTMConfig:
         check_sizes(self, ("vocab_size", "block_size", "n_layer", "n_embd", "n_hidden"))
         if self.tie_weights and self.n_embd != self.n_hidden:
             raise ValueError(f"LSTMConfig.tie_weights needs n_embd == n_hidden, got {self.n_embd} and {self.n_hidden}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "LSTMConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 def count_lstm_parameters(cfg: LSTMConfig) -> int:
@@ -87,19 +80,25 @@ class LSTMLanguageModel(nn.Module):
         """As GPT.generate. The "cache" is the LSTM state: each step feeds only the newest token.
         Like GPT, the context is the last block_size tokens, so once it is longer the state is
         rebuilt from the cropped context at every step (use_cache=False always rebuilds)."""
-        return generate(self, idx, max_new_tokens, lambda: self._next_logits_fn(use_cache), temperature,
-                        do_sample, top_k, top_p, eos_id, generator)
+        return generate(self, idx, max_new_tokens, temperature, do_sample, top_k, top_p, eos_id, use_cache,
+                        generator)
 
-    def _next_logits_fn(self, use_cache: bool):
-        block = self.config.block_size
-        state, seen = None, 0
+    def new_cache(self, batch: int) -> "LSTMState":
+        return LSTMState()
 
-        def step(idx):
-            nonlocal state, seen
-            if use_cache and state is not None and idx.size(1) <= block:
-                logits, state = self._run(idx[:, seen:], state)      # the tokens not fed yet
-            else:
-                logits, state = self._run(idx[:, -block:])
-            seen = idx.size(1)
-            return logits[:, -1, :]
-        return step
+    def next_logits(self, idx: torch.Tensor, cache: "LSTMState | None" = None) -> torch.Tensor:
+        """Logits (B, V) of the token after idx (B, T); with a state, feed only the tokens it has not seen."""
+        if cache is None or cache.state is None or idx.size(1) > self.config.block_size:
+            logits, state = self._run(idx[:, -self.config.block_size:])
+        else:
+            logits, state = self._run(idx[:, cache.seen:], cache.state)
+        if cache is not None:
+            cache.state, cache.seen = state, idx.size(1)
+        return logits[:, -1, :]
+
+
+@dataclass
+class LSTMState:
+    """The "cache" of an LSTM in generation: its (h, c) state after the first `seen` tokens."""
+    state: tuple[torch.Tensor, torch.Tensor] | None = None
+    seen: int = 0

@@ -1,61 +1,34 @@
-"""GPT: a decoder-only transformer language model, written out in full.
-
-The architecture is GPT-2's, so GPT-2 weights load exactly:
-    token embedding + learned position embedding
-    n_layer x Block:  x = x + attn(ln_1(x));  x = x + mlp(ln_2(x))     (pre-LayerNorm)
-    final LayerNorm, then a linear map to vocabulary logits (tied to the token embedding)
-
-Shapes use B = batch, T = sequence length, C = n_embd, nh = n_head, hs = C // nh, V = vocab.
+"""GPT, a decoder-only transformer language model, written out in full. GPT-2's architecture, so
+GPT-2 weights load exactly: token + learned position embeddings, n_layer x Block (pre-LayerNorm:
+x = x + attn(ln_1(x)); x = x + mlp(ln_2(x))), a final LayerNorm, and an output layer tied to the
+token embedding. Shapes: B batch, T sequence length, C = n_embd, nh = n_head, hs = C // nh, V vocab.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from gpt.sampling import generate
+from gpt.sizing import PRESETS, check_sizes, count_parameters, flops_per_token, preset_sizes  # noqa: F401
 
 ATTN_IMPLS = ("manual", "sdpa")
-
-# name -> (n_layer, n_head, n_embd, default block_size)
-PRESETS = {
-    "gpt-nano": (3, 3, 48, 128),
-    "gpt-micro": (4, 4, 128, 128),
-    "gpt-mini": (6, 6, 192, 256),
-    "gopher-44m": (8, 16, 512, 1024),
-    "gpt2": (12, 12, 768, 1024),
-    "gpt2-medium": (24, 16, 1024, 1024),
-    "gpt2-large": (36, 20, 1280, 1024),
-    "gpt2-xl": (48, 25, 1600, 1024),
-    "gpt3": (96, 96, 12288, 2048),
-}
-
-
-def check_sizes(cfg, names) -> None:
-    """ValueError naming the field unless each of `names` is a positive int and dropout is in [0, 1)."""
-    kind = type(cfg).__name__
-    for name in names:
-        value = getattr(cfg, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"{kind}.{name} must be a positive integer, got {value!r}")
-    if not 0.0 <= cfg.dropout < 1.0:
-        raise ValueError(f"{kind}.dropout must be in [0, 1), got {cfg.dropout!r}")
 
 
 @dataclass
 class GPTConfig:
     vocab_size: int
-    block_size: int          # longest context the model sees (size of the position table)
+    block_size: int            # longest context the model sees (size of the position table)
     n_layer: int
     n_head: int
     n_embd: int
     dropout: float = 0.1
-    bias: bool = True        # biases in Linear and LayerNorm layers (GPT-2 has them)
-    tie_weights: bool = True  # output layer shares the token embedding matrix (GPT-2 does)
+    bias: bool = True          # biases in Linear and LayerNorm layers (GPT-2 has them)
+    tie_weights: bool = True   # output layer shares the token embedding matrix (GPT-2 does)
     attn_impl: str = "manual"  # "manual": attention written out; "sdpa": fused scaled_dot_product_attention
 
     def __post_init__(self):
@@ -67,57 +40,8 @@ class GPTConfig:
 
     @classmethod
     def preset(cls, name: str, vocab_size: int = 50257, block_size: int | None = None, **overrides) -> "GPTConfig":
-        """A named size: gpt-nano, gpt-micro, gpt-mini (minGPT's), gopher-44m, gpt2..gpt2-xl, gpt3 (175B)."""
-        if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-        n_layer, n_head, n_embd, default_block = PRESETS[name]
-        return cls(vocab_size=vocab_size, block_size=block_size or default_block, n_layer=n_layer,
-                   n_head=n_head, n_embd=n_embd, **overrides)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "GPTConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-
-def count_parameters(cfg: GPTConfig, non_embedding: bool = False) -> int:
-    """Exact number of trainable parameters of GPT(cfg), computed from the config alone.
-
-    Per block: two LayerNorms (weight + bias: 2C each), attention (qkv: 3C*C + 3C, output
-    projection: C*C + C, that is 4(C^2 + C) in all), MLP (C -> 4C -> C: 8C^2 + 5C).
-    Around the blocks: token table V*C, position table T*C, final LayerNorm, and an output
-    layer V*C unless it is tied to the token table. non_embedding=True leaves out both tables
-    (and the untied output layer), the convention of the scaling-law papers.
-    """
-    C, V, T, L = cfg.n_embd, cfg.vocab_size, cfg.block_size, cfg.n_layer
-    b = 1 if cfg.bias else 0
-    layer_norm = C + b * C
-    attention = 4 * C * C + b * 4 * C
-    mlp = 8 * C * C + b * 5 * C
-    blocks = L * (2 * layer_norm + attention + mlp)
-    embeddings = V * C + T * C + (0 if cfg.tie_weights else V * C)
-    return blocks + layer_norm + (0 if non_embedding else embeddings)
-
-
-def flops_per_token(cfg: GPTConfig, seq_len: int | None = None) -> int:
-    """Training FLOPs (forward + backward) per token at context seq_len: 6N + 12*L*H*Q*T.
-
-    PaLM's accounting (Chowdhery et al. 2022, appendix B): every weight takes part in one
-    multiply-add per token forward (2 FLOPs) and two backward (4 FLOPs), hence 6N; the attention
-    scores q.k and the weighted sum of values add 2*2*T*Q per head and layer forward, times 3
-    with the backward, hence 12*L*H*Q*T. N leaves out the position table (a lookup costs no
-    FLOPs) but keeps the token table, which is also the output layer's matrix when tied.
-    Masked (future) positions are counted too, as is the convention.
-    """
-    T = seq_len or cfg.block_size
-    n = count_parameters(cfg) - cfg.block_size * cfg.n_embd
-    if not cfg.tie_weights:
-        n -= cfg.vocab_size * cfg.n_embd     # the input table is only a lookup; the output layer stays
-    head_size = cfg.n_embd // cfg.n_head
-    return 6 * n + 12 * cfg.n_layer * cfg.n_head * head_size * T
+        """A named size (gpt.sizing.PRESETS): gpt-nano, gpt-micro, gpt-mini, gopher-44m, gpt2..gpt2-xl, gpt3."""
+        return cls(vocab_size=vocab_size, **{**preset_sizes(name, block_size), **overrides})
 
 
 class CausalSelfAttention(nn.Module):
@@ -152,7 +76,7 @@ class CausalSelfAttention(nn.Module):
         k = k.view(B, T, self.n_head, hs).transpose(1, 2)            # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, hs).transpose(1, 2)            # (B, nh, T, hs)
         past = 0
-        if kv_cache is not None:
+        if kv_cache is not None:                                     # generation: earlier keys and values
             past = kv_cache.length
             k, v = kv_cache.append(layer, k, v)                      # (B, nh, past + T, hs)
         if self.attn_impl == "sdpa":
@@ -229,7 +153,8 @@ class KVCache:
 
     In generation each new token only needs its own query against all earlier keys/values,
     which do not change, so keeping them turns each step from O(T) tokens of work into one.
-    Buffers are allocated once at full size: (B, nh, capacity, hs) per layer.
+    Buffers are allocated once at full size: (B, nh, capacity, hs) per layer. Each layer's
+    attention appends at position `length`; the model calls advance(T) once all layers have.
     """
 
     def __init__(self, n_layer: int, batch: int, n_head: int, capacity: int, head_size: int,
@@ -238,20 +163,21 @@ class KVCache:
         self.k = [torch.empty(shape, device=device, dtype=dtype) for _ in range(n_layer)]
         self.v = [torch.empty(shape, device=device, dtype=dtype) for _ in range(n_layer)]
         self.capacity = capacity
-        self.length = 0   # positions stored (same for every layer once a forward pass ends)
-        self._pending = 0
+        self.length = 0   # positions stored and complete in every layer
 
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor):
-        start, T = self.length, k.size(2)
-        self.k[layer][:, :, start:start + T] = k
-        self.v[layer][:, :, start:start + T] = v
-        self._pending = T
-        return self.k[layer][:, :, :start + T], self.v[layer][:, :, :start + T]
+        """Store k, v (B, nh, T, hs) after the past; return all keys and values (B, nh, length + T, hs)."""
+        end = self.length + k.size(2)
+        self.k[layer][:, :, self.length:end] = k
+        self.v[layer][:, :, self.length:end] = v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
 
-    def advance(self):
-        """Called after all layers have appended: the new positions become part of the past."""
-        self.length += self._pending
-        self._pending = 0
+    def advance(self, T: int) -> None:
+        """The T positions every layer has just appended become part of the past."""
+        self.length += T
+
+    def reset(self) -> None:
+        self.length = 0
 
 
 class GPT(nn.Module):
@@ -295,9 +221,9 @@ class GPT(nn.Module):
         x = self.transformer.wte(idx) + self.transformer.wpe(pos)                 # (B, T, C)
         x = self.transformer.drop(x)
         for i, block in enumerate(self.transformer.h):
-            x = block(x, kv_cache, i)
+            x = block(x, kv_cache, i)                                             # (B, T, C)
         if kv_cache is not None:
-            kv_cache.advance()
+            kv_cache.advance(T)
         return self.transformer.ln_f(x)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
@@ -328,32 +254,32 @@ class GPT(nn.Module):
         position shifts (positions are learned, absolute), so the cache is rebuilt from the
         cropped context at each step, which costs what recomputation costs.
         """
-        return generate(self, idx, max_new_tokens, lambda: self._next_logits_fn(use_cache), temperature,
-                        do_sample, top_k, top_p, eos_id, generator)
-
-    def _next_logits_fn(self, use_cache: bool):
-        """A step function for gpt.sampling.generate: idx (B, T) -> logits (B, V) of the next token."""
-        block = self.config.block_size
-        cache = None
-
-        def step(idx):
-            nonlocal cache
-            context = idx[:, -block:]
-            if not use_cache:
-                h = self._hidden(context)
-            elif cache is not None and cache.length < block:
-                h = self._hidden(idx[:, -1:], cache)         # only the newest token
-            else:
-                cache = self.new_cache(idx.size(0))          # (re)fill from the context
-                h = self._hidden(context, cache)
-            return self.lm_head(h[:, -1, :])                 # (B, V): only the last position
-        return step
+        return generate(self, idx, max_new_tokens, temperature, do_sample, top_k, top_p, eos_id, use_cache,
+                        generator)
 
     def new_cache(self, batch: int) -> KVCache:
+        """An empty KV cache for generating `batch` sequences (gpt.sampling.generate asks for it)."""
         cfg = self.config
         p = self.transformer.wte.weight
         return KVCache(cfg.n_layer, batch, cfg.n_head, cfg.block_size, cfg.n_embd // cfg.n_head,
                        p.device, p.dtype)
+
+    def next_logits(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """Logits (B, V) of the token after idx (B, T): the step of gpt.sampling.generate.
+
+        Without a cache the last block_size tokens are run through the model. With one, only the
+        tokens it has not seen yet are fed (one per step) while the context fits in block_size;
+        past that, positions shift, so the cache is refilled from the cropped context.
+        """
+        block = self.config.block_size
+        if cache is None:
+            h = self._hidden(idx[:, -block:])
+        elif 0 < cache.length and idx.size(1) <= block:
+            h = self._hidden(idx[:, cache.length:], cache)      # only the new tokens
+        else:
+            cache.reset()
+            h = self._hidden(idx[:, -block:], cache)
+        return self.lm_head(h[:, -1, :])                         # (B, V): only the last position
 
     @classmethod
     def from_hf_gpt2(cls, state_dict: dict, cfg: GPTConfig) -> "GPT":

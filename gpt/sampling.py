@@ -64,15 +64,17 @@ def next_token(logits: torch.Tensor, temperature: float = 1.0, do_sample: bool =
     return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
 
 
-def generate(model, idx: torch.Tensor, max_new_tokens: int, make_step, temperature: float = 1.0,
+def generate(model, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
              do_sample: bool = False, top_k: int | None = None, top_p: float | None = None,
-             eos_id: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+             eos_id: int | None = None, use_cache: bool = True,
+             generator: torch.Generator | None = None) -> torch.Tensor:
     """The generation loop shared by every model: extend idx (B, T) by up to max_new_tokens tokens.
 
-    make_step() returns a fresh function step(idx) -> logits (B, V) for the token after idx; it may
-    keep a cache between calls (each call sees idx one token longer than the last). With eos_id,
-    rows that produced it keep producing it and the loop stops once every row has. The model runs
-    in eval mode under inference_mode; its training mode is restored afterwards.
+    The model provides two methods: new_cache(batch) -> an empty cache (KV cache for GPT, the
+    recurrent state for the LSTM), and next_logits(idx, cache) -> logits (B, V) of the token after
+    idx, which updates the cache (cache None: recompute from the tokens alone). With eos_id, rows
+    that produced it keep producing it and the loop stops once every row has. The model runs in eval
+    mode under inference_mode; its training mode is restored afterwards.
     """
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
@@ -82,15 +84,15 @@ def generate(model, idx: torch.Tensor, max_new_tokens: int, make_step, temperatu
     model.eval()
     try:
         with torch.inference_mode():   # like no_grad, with less bookkeeping per op
-            step = make_step()
+            cache = model.new_cache(idx.size(0)) if use_cache else None
             done = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
             for _ in range(max_new_tokens):
-                logits = step(idx).float()                                               # (B, V)
+                logits = model.next_logits(idx, cache).float()                           # (B, V)
                 nxt = next_token(logits, temperature, do_sample, top_k, top_p, generator)   # (B,)
                 if eos_id is not None:
                     nxt = torch.where(done, torch.full_like(nxt, eos_id), nxt)
                     done |= nxt == eos_id
-                idx = torch.cat([idx, nxt[:, None]], dim=1)
+                idx = torch.cat([idx, nxt[:, None]], dim=1)                               # (B, T + 1)
                 if eos_id is not None and bool(done.all()):
                     break
     finally:

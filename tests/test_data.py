@@ -7,9 +7,11 @@ import pytest
 import torch
 
 import data
-from data import WindowBatches, count_words, encode_splits, eval_windows, load_corpus
+from data import encode_splits, load_corpus
 from gpt.bpe import BPETokenizer
-from gpt.utils import UserError
+from gpt.cli import UserError
+from gpt.metrics import count_words
+from gpt.windows import WindowBatches, eval_windows
 from conftest import data_path
 
 
@@ -120,5 +122,5 @@ def test_eval_windows_predict_every_token_exactly_once():
 
 
 def test_too_little_training_data_is_a_user_error():
-    with pytest.raises(UserError, match="batch-size"):
+    with pytest.raises(ValueError, match="batch_size"):
         WindowBatches(stream(50), block_size=16, batch_size=8)

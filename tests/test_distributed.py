@@ -15,7 +15,8 @@ import torch
 
 import gpt.trainer as trainer_mod
 from conftest import ROOT, data_path
-from gpt.trainer import Preempted, load_checkpoint
+from gpt.checkpoint import load_checkpoint
+from gpt.distributed import Preempted
 from test_trainer import make_trainer
 
 

@@ -11,7 +11,6 @@ import pytest
 
 from conftest import ROOT, data_path
 from gpt.experiments import Run, default_grid, load_grid, table_rows
-from gpt.utils import UserError
 
 
 def run(*args):
@@ -38,10 +37,10 @@ def test_best_run_per_model_is_marked():
 def test_bad_grid_file_is_a_user_error(tmp_path):
     bad = tmp_path / "grid.json"
     bad.write_text('[{"id": "x", "model": "transformer", "n_layer": 1, "optimizer": "adam"}]')
-    with pytest.raises(UserError, match="model must be"):
+    with pytest.raises(ValueError, match="model must be"):
         load_grid(str(bad))
     bad.write_text("not json")
-    with pytest.raises(UserError, match="JSON list"):
+    with pytest.raises(ValueError, match="JSON list"):
         load_grid(str(bad))
 
 

@@ -56,8 +56,9 @@ def test_stateful_generation_equals_recomputation(prompt_len, new):
 
 def test_trains_with_the_trainer(tmp_path):
     import numpy as np
-    from data import WindowBatches
-    from gpt.trainer import TrainConfig, Trainer, load_checkpoint, model_from_checkpoint
+    from gpt.windows import WindowBatches
+    from gpt.checkpoint import load_checkpoint, model_from_checkpoint
+    from gpt.trainer import TrainConfig, Trainer
     ids = (np.arange(3000) % 7).astype(np.uint16)      # a periodic sequence: easy to learn
     cfg = TrainConfig(device="cpu", max_iters=150, batch_size=8, eval_interval=150, learning_rate=1e-2,
                       warmup_iters=0, schedule="constant", out_dir=str(tmp_path), progress=False)

@@ -3,6 +3,7 @@ transformers' GPT-2, the padding mask, and generation (KV cache, top-k, top-p, e
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -101,7 +102,7 @@ def test_manual_attention_matches_sdpa_and_a_by_hand_reference(T):
     torch.manual_seed(T)
     cfg = small_config()
     manual = CausalSelfAttention(cfg)
-    fused = CausalSelfAttention(GPTConfig(**{**cfg.to_dict(), "attn_impl": "sdpa"}))
+    fused = CausalSelfAttention(dataclasses.replace(cfg, attn_impl="sdpa"))
     fused.load_state_dict(manual.state_dict())
     x = torch.randn(3, T, cfg.n_embd)
     y = manual(x)

@@ -13,7 +13,7 @@ from conftest import ROOT
 sys.path.insert(0, str(ROOT / "benchmarks"))   # benchmarks/memory.py measures real steps
 from gpt.model import GPT, GPTConfig
 from gpt.trainer import TrainConfig, make_optimizer
-from gpt.utils import estimate_training_memory
+from gpt.sizing import estimate_training_memory
 
 
 @pytest.mark.parametrize("optimizer,state_keys", [("adamw", ("exp_avg", "exp_avg_sq")), ("adam", ("exp_avg", "exp_avg_sq")),

@@ -12,12 +12,12 @@ import torch
 import torch.nn.functional as F
 
 import gpt.trainer as trainer_mod
-from data import WindowBatches
 from gpt.bpe import BPETokenizer
 from gpt.model import GPT, GPTConfig
-from gpt.trainer import (DivergedError, TrainConfig, Trainer, evaluate, load_checkpoint, lr_at,
-                         make_optimizer, model_from_checkpoint, train_step)
-from gpt.utils import UserError, read_jsonl
+from gpt.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from gpt.trainer import DivergedError, TrainConfig, Trainer, evaluate, lr_at, make_optimizer, train_step
+from gpt.utils import read_jsonl
+from gpt.windows import WindowBatches
 
 
 def tiny_model(dropout=0.0, seed=0, vocab=50, block=8):
@@ -195,19 +195,19 @@ def test_nan_loss_stops_and_leaves_the_last_good_checkpoint(tmp_path, monkeypatc
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
 
 
-def test_corrupt_or_missing_checkpoint_is_a_user_error(tmp_path):
-    with pytest.raises(UserError, match="does not exist"):
+def test_corrupt_or_missing_checkpoint_raises_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
         load_checkpoint(tmp_path / "nope.pt")
     make_trainer(tmp_path, max_iters=4).train()
     data = (tmp_path / "last.pt").read_bytes()
     (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
-    with pytest.raises(UserError, match="corrupt or truncated"):
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
         load_checkpoint(tmp_path / "cut.pt")
     (tmp_path / "other.pt").write_bytes(b"hello")
-    with pytest.raises(UserError, match="corrupt or truncated"):
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
         load_checkpoint(tmp_path / "other.pt")
     torch.save({"weights": 1}, tmp_path / "foreign.pt")
-    with pytest.raises(UserError, match="not a hw5 checkpoint"):
+    with pytest.raises(CheckpointError, match="not a hw5 checkpoint"):
         load_checkpoint(tmp_path / "foreign.pt")
 
 

@@ -90,7 +90,7 @@ MUTANTS = [
     Mutant("train-step-no-zero-grad", "train-step", "gpt/trainer.py",
            "    optimizer.zero_grad(set_to_none=True)\n", "\n"),
     Mutant("train-step-sums-micro-batches", "train-step", "gpt/trainer.py",
-           "            loss = loss / n\n", ""),
+           "        loss = loss / n\n", ""),
 ]
 
 
