@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from data import DEFAULT_CORPUS, encode_splits, get_tokenizer, load_corpus
+from data import DEFAULT_CORPUS, SPLITS, encode_splits, get_tokenizer, load_corpus
 from generate import HANDOUT_PROMPTS, add_sampling_args, complete, run_sampling
 from gpt.checkpoint import MODEL_KINDS, CheckpointError, load_checkpoint, model_from_checkpoint
 from gpt.cli import (ArgumentParser, UserError, flag_errors, non_negative_float, non_negative_int, positive_float,
@@ -309,7 +309,13 @@ def add_train_args(p):
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="main.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
+    for add in (add_train_command, add_compare_command, add_sample_command, add_eval_command,
+                add_experiments_command, add_params_command):
+        add(sub)
+    return p
 
+
+def add_train_command(sub):
     t = sub.add_parser("train", help="train a GPT on WikiText (the main job)",
                        description="Train a GPT: corpus, tokenizer, model, training, plots, checkpoints, samples.")
     add_data_args(t)
@@ -318,6 +324,8 @@ def build_parser() -> ArgumentParser:
     t.add_argument("--out-dir", default="runs/train", help="output folder (default runs/train)")
     t.set_defaults(func=cmd_train)
 
+
+def add_compare_command(sub):
     c = sub.add_parser("compare", help="time training steps on CPU and GPU",
                        description="Time identical training steps on the CPU and on the GPU and print the speed-up.")
     c.add_argument("--steps", type=positive_int, default=50, help="timed steps (default 50)")
@@ -328,17 +336,21 @@ def build_parser() -> ArgumentParser:
     c.add_argument("--vocab-size", type=positive_int, default=8192)
     c.set_defaults(func=cmd_compare)
 
+
+def add_sample_command(sub):
     s = sub.add_parser("sample", help="complete prompts from a checkpoint",
                        description="Complete prompts from a checkpoint (same flags as generate.py).")
     add_sampling_args(s)
     s.add_argument("--out-dir", default="runs/sample", help="where samples.txt goes (default runs/sample)")
     s.set_defaults(func=run_sampling)
 
+
+def add_eval_command(sub):
     e = sub.add_parser("eval", help="perplexity and bits per byte of a checkpoint",
                        description="Token loss, token perplexity, word-level perplexity and bits per byte of a "
                                    "checkpoint on a whole split; also written to OUT_DIR/eval-SPLIT.json.")
     e.add_argument("--checkpoint", required=True)
-    e.add_argument("--split", choices=("valid", "test", "train"), default="valid")
+    e.add_argument("--split", choices=SPLITS, default="valid")
     e.add_argument("--corpus", default=None, help="default: the checkpoint's training corpus")
     e.add_argument("--data-dir", default=None, help="default: the checkpoint's training data folder")
     e.add_argument("--batch-size", type=positive_int, default=32)
@@ -347,6 +359,8 @@ def build_parser() -> ArgumentParser:
     e.add_argument("--out-dir", default="runs/eval", help="where eval-SPLIT.json goes (default runs/eval)")
     e.set_defaults(func=cmd_eval)
 
+
+def add_experiments_command(sub):
     x = sub.add_parser("experiments", help="GPT vs LSTM, depth and optimizer comparison grid",
                        description="Train the comparison grid (default: LSTM and GPT with 1 layer under adam, adamw, "
                                    "sgd and momentum; 2 and 4 layers under adamw), then write results.md, results.csv "
@@ -371,6 +385,8 @@ def build_parser() -> ArgumentParser:
     x.add_argument("--out-dir", default="runs/experiments")
     x.set_defaults(func=cmd_experiments)
 
+
+def add_params_command(sub):
     pa = sub.add_parser("params", help="parameter counts and training-memory estimates",
                         description="Exact parameter counts and a training-memory estimate (parameters, gradients, "
                                     "optimizer state, activations, logits) for presets or a given configuration.")
@@ -384,7 +400,8 @@ def build_parser() -> ArgumentParser:
     pa.add_argument("--seq-len", type=positive_int, default=None, help="tokens per sequence (default: block size)")
     pa.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw")
     pa.set_defaults(func=cmd_params)
-    return p
+
+
 
 
 def main(argv=None) -> int:

@@ -27,6 +27,9 @@ from collections import Counter, defaultdict
 from typing import Iterable
 
 import regex
+import torch
+
+from gpt.utils import atomic_write_bytes
 
 # GPT-2's pre-tokenization pattern (the same one tiktoken's "gpt2" encoding uses):
 # contractions, optional space + letters, optional space + digits, optional space +
@@ -125,6 +128,24 @@ def _to_utf8(piece: str) -> bytes:
         return piece.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode("utf-8")
 
 
+def _merge_in_words(words: list[list[int]], freqs: list[int], where: dict, pair: tuple[int, int],
+                    new_id: int) -> dict[tuple[int, int], int]:
+    """Merge `pair` into new_id in every word that holds it (where[pair] lists them), keeping `where`
+    up to date; returns how each pair's count changes (weighted by the words' frequencies)."""
+    delta: dict[tuple[int, int], int] = {}
+    for i in where.pop(pair):
+        old = words[i]
+        new = merge(old, pair, new_id)
+        if len(new) == len(old):
+            continue  # the index is stale: an earlier merge already removed the pair here
+        count_pairs(old, delta, -freqs[i])
+        count_pairs(new, delta, freqs[i])
+        words[i] = new
+        for p in zip(new, new[1:]):
+            where[p].add(i)
+    return delta
+
+
 class BPETokenizer:
     """A byte-level BPE tokenizer: train it, or load GPT-2's; encode, decode, save, load.
 
@@ -214,17 +235,7 @@ class BPETokenizer:
             new_id = 256 + len(merges)
             merges[(a, b)] = new_id
             vocab[new_id] = vocab[a] + vocab[b]
-            delta: dict[tuple[int, int], int] = {}
-            for i in where.pop((a, b)):
-                old = words[i]
-                new = merge(old, (a, b), new_id)
-                if len(new) == len(old):
-                    continue  # the index is stale: an earlier merge already removed the pair here
-                count_pairs(old, delta, -freqs[i])
-                count_pairs(new, delta, freqs[i])
-                words[i] = new
-                for pair in zip(new, new[1:]):
-                    where[pair].add(i)
+            delta = _merge_in_words(words, freqs, where, (a, b), new_id)
             for pair, d in delta.items():
                 if d:
                     c = pair_counts.get(pair, 0) + d
@@ -343,7 +354,6 @@ class BPETokenizer:
 
     def __call__(self, text: str, allowed_special: str | set[str] = "none"):
         """Encode to a torch.LongTensor of shape (1, T), ready to feed the model."""
-        import torch
         return torch.tensor([self.encode(text, allowed_special)], dtype=torch.long)
 
     # -- saving ------------------------------------------------------------------
@@ -366,7 +376,6 @@ class BPETokenizer:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write one JSON file, atomically (a crash never leaves a half-written file)."""
-        from gpt.utils import atomic_write_bytes
         atomic_write_bytes(path, json.dumps(self.to_dict()).encode("utf-8"))
 
     @classmethod

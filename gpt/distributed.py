@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel
 
 from gpt.utils import choose_device, seed_everything
 
@@ -75,7 +76,6 @@ def wrap_ddp(model: nn.Module, dist: DistInfo, device: torch.device) -> nn.Modul
     """The model in DistributedDataParallel under torchrun (backward averages gradients), else itself."""
     if dist.world_size == 1:
         return model
-    from torch.nn.parallel import DistributedDataParallel
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
@@ -89,7 +89,7 @@ class MicroBatches(list):
         self.model = model
 
     def __iter__(self):
-        ddp = isinstance(self.model, torch.nn.parallel.DistributedDataParallel)
+        ddp = isinstance(self.model, DistributedDataParallel)
         for k, batch in enumerate(super().__iter__()):
             if ddp:
                 self.model.require_backward_grad_sync = k == len(self) - 1

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 
 from gpt.checkpoint import MODEL_KINDS
 from gpt.trainer import OPTIMIZERS
-from gpt.utils import atomic_write_bytes, read_jsonl, save_figure
+from gpt.utils import atomic_write_bytes, pyplot, read_jsonl, save_figure
 
 
 class RunFailed(RuntimeError):
@@ -136,9 +136,7 @@ def write_tables(rows: list[dict], out_root: str, memory_kind: str) -> str:
 
 
 def plot_groups(runs: list[Run], out_root: str) -> list[str]:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     written = []
     for group in dict.fromkeys(r.group for r in runs):
         fig, (by_iter, by_time) = plt.subplots(1, 2, figsize=(12, 4.5))

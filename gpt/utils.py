@@ -112,9 +112,18 @@ def synchronize(device: torch.device) -> None:
 
 # -- plots ---------------------------------------------------------------------------------
 
+def pyplot():
+    """matplotlib.pyplot with the file-only Agg backend. Imported on first use: it takes about a
+    second to import, which every command that does not plot (sample, eval, params) would pay."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
 def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> None:
     """Write a matplotlib figure as PNG atomically, and close it."""
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)
@@ -124,9 +133,7 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> None:
 def plot_curves(records: list[dict], out_dir: str | os.PathLike) -> list[str]:
     """Write loss.png and ppl.png from metrics.jsonl records: train and validation against
     iterations (bottom axis) with wall-clock minutes on a top axis. Perplexity on a log scale."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     train = [r for r in records if r.get("kind") == "train"]
     valid = [r for r in records if r.get("kind") == "eval"]

@@ -52,11 +52,17 @@ def test_train_smoke_run_on_wikitext2(trained):
 def test_eval_reports_all_metrics_on_the_test_split(trained):
     out, _, _ = trained
     proc = run("main.py", "eval", "--checkpoint", str(out / "train" / "best.pt"), "--split", "test",
-               "--cache-dir", str(out / "cache"))
+               "--cache-dir", str(out / "cache"), "--out-dir", str(out / "eval"))
     text = proc.stdout
     assert "245,569 words" in text          # WikiText-2 test, counted as WikiText does
     for what in ("loss", "token perplexity", "word-level perplexity", "bits per byte", "stride 16"):
         assert what in text
+    saved = json.loads((out / "eval" / "eval-test.json").read_text())
+    assert saved["words"] == 245_569 and saved["split"] == "test" and saved["stride"] == 16
+    import math
+    assert saved["ppl"] == pytest.approx(math.exp(saved["loss"]))
+    assert saved["word_ppl"] == pytest.approx(math.exp(saved["loss"] * saved["tokens"] / saved["words"]))
+    assert f"token perplexity {saved['ppl']:.2f}" in text
 
 
 def test_sample_and_generate_py(trained):
@@ -65,8 +71,10 @@ def test_sample_and_generate_py(trained):
     a = run("generate.py", "--checkpoint", ckpt, "--prompt", " The cat", "--num-samples", "2",
             "--max-new-tokens", "5", "--seed", "3")
     b = run("main.py", "sample", "--checkpoint", ckpt, "--prompt", " The cat", "--num-samples", "2",
-            "--max-new-tokens", "5", "--seed", "3")
+            "--max-new-tokens", "5", "--seed", "3", "--out-dir", str(out / "sample"))
     assert a.stdout == b.stdout and a.stdout.count("' The cat' ->") == 2
+    saved = (out / "sample" / "samples.txt").read_text()
+    assert saved.strip() == a.stdout.strip() and "samples.txt" in b.stderr
     empty = run("generate.py", "--checkpoint", ckpt, "--prompt", "", "--max-new-tokens", "5", "--greedy")
     assert "'' ->" in empty.stdout
 
@@ -95,7 +103,8 @@ def user_error(*args, match: str):
 def test_user_errors_are_one_line_with_exit_code_2(trained, tmp_path):
     out, wikitext, _ = trained
     ckpt = str(out / "train" / "best.pt")
-    user_error("main.py", "eval", "--checkpoint", str(tmp_path / "missing.pt"), match="does not exist")
+    err = user_error("main.py", "eval", "--checkpoint", str(tmp_path / "missing.pt"), match="does not exist")
+    assert err.startswith("error: --checkpoint: "), "the command line names the flag"
     user_error("generate.py", "--checkpoint", str(tmp_path / "missing.pt"), match="does not exist")
     bad = tmp_path / "bad.pt"
     bad.write_bytes((out / "train" / "best.pt").read_bytes()[:1000])
@@ -124,7 +133,8 @@ def _has_cuda() -> bool:
 
 
 def test_help_for_every_command():
-    for cmd in ("train", "compare", "sample", "eval"):
+    for cmd in ("train", "compare", "sample", "eval", "experiments", "params"):
         proc = run("main.py", cmd, "--help")
-        assert "--out-dir" in proc.stdout
+        # --out-dir only where the command writes files
+        assert ("--out-dir" in proc.stdout) == (cmd in ("train", "sample", "eval", "experiments")), cmd
     assert "--checkpoint" in run("generate.py", "--help").stdout

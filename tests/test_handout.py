@@ -136,20 +136,15 @@ def test_todos_option_strips_only_the_chosen_regions(tmp_path):
     assert bad.returncode == 2 and "unknown TODO ids" in bad.stderr
 
 
-def test_autograder_grades_a_submission(handout, tmp_path):
+def test_autograder_layout(handout):
+    """The grader and the student's code are apart; the grading itself is tested in test_autograder.py."""
     ag = handout.parent / "hw5-autograder"
     assert (ag / "setup.sh").exists() and os.access(ag / "run_autograder", os.X_OK)
-    root = tmp_path / "autograder"
-    shutil.copytree(ag / "source", root / "source")
-    sub = root / "submission"
-    sub.mkdir()
-    for rel in ("gpt/bpe.py", "gpt/model.py", "gpt/sampling.py", "gpt/trainer.py", "gpt/lstm.py", "gpt/extras.py"):
-        (sub / os.path.basename(rel)).write_text((ROOT / rel).read_text())
-    proc = subprocess.run(["bash", str(ag / "run_autograder")], env={**os.environ, "AUTOGRADER_ROOT": str(root)},
-                          capture_output=True, text=True, timeout=900)
-    res = json.loads((root / "results" / "results.json").read_text())
-    assert res["score"] == sum(t["max_score"] for t in res["tests"]) + 5 > 5, proc.stdout + proc.stderr
-    assert any(t["visibility"] == "after_published" for t in res["tests"]), "hidden tests run in the autograder"
+    source = ag / "source"
+    assert (source / "grade.py").is_file() and (source / "SUBMITTED_FILES").is_file()
+    assert (source / "grader" / "tests" / "graded" / "test_hidden_graded.py").is_file()
+    assert not (source / "skeleton" / "tests").exists(), "no tests in the student's folder"
+    assert 'raise NotImplementedError("TODO(attention-forward)")' in (source / "skeleton" / "gpt" / "model.py").read_text()
 
 
 def test_every_mutant_fails_the_graded_tests():

@@ -16,7 +16,8 @@ files, <!-- BEGIN SOLUTION --> ... <!-- END SOLUTION --> blocks are removed. Hid
 (tests/graded/test_hidden_*.py) and the developer tests are left out.
 
 --zip also writes OUT_DIR.zip. --autograder also writes OUT_DIR-autograder/ and OUT_DIR-autograder.zip
-for Gradescope: setup.sh, run_autograder, and the skeleton with all graded tests (hidden ones too).
+for Gradescope: setup.sh, run_autograder, and in source/ the grader (all graded tests, hidden ones
+too), the skeleton and grade.py, which runs the student's code apart from the grader.
 
 The handout is checked before the command succeeds: every .py file compiles, `python main.py --help`
 runs, no stripped solution line survives anywhere in it, and every TODO id is listed in hw5.md.
@@ -45,6 +46,8 @@ HANDOUT_FILES = ["gpt/*.py", "main.py", "generate.py", "data.py", "sbatch.sh", "
 HIDDEN_TESTS = "test_hidden_*.py"
 # The files a student edits and submits (run_autograder copies these from the submission).
 SUBMITTED = ["gpt/bpe.py", "gpt/model.py", "gpt/sampling.py", "gpt/trainer.py", "gpt/lstm.py", "gpt/extras.py"]
+# What the autograder's trusted grading process holds (the rest of the skeleton is the student's folder).
+GRADER_FILES = ["tests", "pytest.ini"]
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 MD_BEGIN, MD_END = "<!-- BEGIN SOLUTION -->", "<!-- END SOLUTION -->"
@@ -213,15 +216,25 @@ def make_zip(folder: Path) -> Path:
 
 
 def build_autograder(out_dir: Path, todos: set[str] | None) -> Path:
-    """OUT_DIR-autograder/: setup.sh and run_autograder at the top, the skeleton (all tests) in source/."""
+    """OUT_DIR-autograder/: setup.sh and run_autograder at the top; in source/, grade.py, the grader
+    (all graded tests, hidden ones too, with their fixtures) and the skeleton (the code students get),
+    kept apart so that the student's code never runs inside the grader's folder."""
     ag = out_dir.with_name(out_dir.name + "-autograder")
     if ag.exists():
         shutil.rmtree(ag)
-    build(ag / "source", todos, include_hidden=True)
+    staged = ag / "staged"
+    build(staged, todos, include_hidden=True)
+    source = ag / "source"
+    (source / "grader").mkdir(parents=True)
+    for name in GRADER_FILES:
+        if (staged / name).exists():
+            shutil.move(str(staged / name), str(source / "grader" / name))
+    shutil.move(str(staged), str(source / "skeleton"))
+    shutil.copy2(ROOT / "tools" / "autograder" / "grade.py", source / "grade.py")
     for name in ("setup.sh", "run_autograder"):
         shutil.copy2(ROOT / "tools" / "autograder" / name, ag / name)
         os.chmod(ag / name, 0o755)
-    (ag / "source" / "SUBMITTED_FILES").write_text("\n".join(SUBMITTED) + "\n")
+    (source / "SUBMITTED_FILES").write_text("\n".join(SUBMITTED) + "\n")
     return ag
 
 

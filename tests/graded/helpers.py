@@ -12,6 +12,13 @@ def load_json(name: str):
     return json.loads((FIXTURES / name).read_text(encoding="utf-8"))
 
 
+def short(value, limit: int = 300) -> str:
+    """A value for a failure message, cut to `limit` characters (results come from the student's code)."""
+    text = str(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+
+
 def expect(ok: bool, what: str, expected, got, hint: str = ""):
     """assert with a message of the form: what / expected ... / got ... / hint."""
-    assert ok, f"{what}\n  expected: {expected}\n  got:      {got}" + (f"\n  hint: {hint}" if hint else "")
+    assert ok, (f"{what}\n  expected: {short(expected)}\n  got:      {short(got)}"
+                + (f"\n  hint: {hint}" if hint else ""))
