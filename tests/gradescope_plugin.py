@@ -5,6 +5,7 @@ per call into the student's code, default 30, and `extra_credit=True`: the point
 
     pytest --gradescope-results results.json     write Gradescope's results.json
     pytest -m graded                              run only graded tests (any test with a points mark)
+    pytest -m graded --todo attention-forward     only the graded tests of one TODO (or several, comma-separated)
 
 results.json lists every graded test (name, number, score, max_score, status, output, visibility)
 plus the total score and execution time. A test that raises, hangs past its timeout, or cannot
@@ -26,6 +27,8 @@ DEFAULT_TIMEOUT = 30   # seconds per call into the student's code (tests/graded/
 def pytest_addoption(parser):
     parser.addoption("--gradescope-results", default=None, metavar="PATH",
                      help="write a Gradescope results.json for the graded tests to PATH")
+    parser.addoption("--todo", default=None, metavar="ID[,ID]",
+                     help="run only the graded tests of these TODOs (e.g. --todo attention-forward)")
 
 
 def pytest_configure(config):
@@ -38,6 +41,12 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("points"):
             item.add_marker(pytest.mark.graded)
+    wanted = config.getoption("--todo")
+    if wanted:
+        wanted = set(wanted.split(","))
+        keep = [i for i in items if (m := i.get_closest_marker("points")) and m.kwargs.get("todo") in wanted]
+        config.hook.pytest_deselected(items=[i for i in items if i not in keep])
+        items[:] = keep
 
 
 def _points(item):

@@ -26,6 +26,16 @@ def probe_attention(cfg, weights, xs):
         return [attn(x) for x in xs]
 
 
+def probe_attention_train_mode(cfg, weights, x, seed):
+    from gpt.model import CausalSelfAttention, GPTConfig
+    attn = CausalSelfAttention(GPTConfig(**cfg))
+    attn.load_state_dict(weights, strict=False)
+    attn.resid_dropout.p = 0.0          # only the dropout on the attention weights is left
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        return {"eval": attn.eval()(x), "train": [attn.train()(x) for _ in range(3)]}
+
+
 def probe_generate(cfg, state_dict, prompts, new_tokens):
     from gpt.model import GPT, GPTConfig
     model = GPT(GPTConfig(**cfg))
@@ -71,6 +81,21 @@ def test_attention_matches_pytorch_scaled_dot_product_attention(student):
         err = (y - want).abs().max().item() if y.shape == want.shape else float("inf")
         expect(err < 1e-5, f"max |ours - reference| for T={x.size(1)}", "< 1e-5", f"{err:.3g}",
                "scores = q @ k^T / sqrt(head size); mask the future with -inf; softmax over the last dim")
+
+
+@pytest.mark.points(3, todo="attention-forward")
+def test_attention_applies_dropout_to_the_weights_in_training(student):
+    """in training mode (dropout 0.5) the attention weights go through self.attn_dropout"""
+    weights = attention_weights(32, seed=3)
+    x = torch.randn(2, 10, 32, generator=torch.Generator().manual_seed(4))
+    got = student.call(probe_attention_train_mode, {**CFG, "dropout": 0.5}, weights, x, 0)
+    want = reference.attention(x, weights, "", CFG["n_head"])
+    err = (got["eval"] - want).abs().max().item()
+    expect(err < 1e-5, "eval mode: max |ours - reference|", "< 1e-5", f"{err:.3g}", "eval mode has no dropout")
+    changed = min((t - got["eval"]).abs().max().item() for t in got["train"])
+    expect(changed > 1e-3, "training mode with dropout 0.5 (and no residual dropout)", "an output that differs "
+           "from eval mode", f"the same output (max difference {changed:.3g})",
+           "apply self.attn_dropout to the attention weights after the softmax, before multiplying by v")
 
 
 @pytest.mark.points(5, todo="attention-forward")
