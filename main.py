@@ -25,7 +25,7 @@ from generate import HANDOUT_PROMPTS, add_sampling_args, complete, run_sampling
 from gpt.checkpoint import MODEL_KINDS, CheckpointError, load_checkpoint, model_from_checkpoint
 from gpt.cli import (ArgumentParser, UserError, flag_errors, non_negative_float, non_negative_int, positive_float,
                      positive_int, run_cli)
-from gpt.distributed import DistInfo
+from gpt.distributed import DistInfo, Preempted
 from gpt.experiments import RunFailed, default_grid, load_grid, run_grid
 from gpt.metrics import describe_metrics, text_metrics
 from gpt.model import ATTN_IMPLS, GPT, GPTConfig
@@ -91,6 +91,9 @@ def cmd_train(args) -> int:
             summary = trainer.train()
         except DivergedError as e:
             raise UserError(f"{e}. Lower --lr, keep --grad-clip on, or use --precision fp32") from None
+        except Preempted as e:
+            e.args = (f"{e}. Resume with the same command plus --resume (or --auto-resume)",)
+            raise
     if not dist.is_main:
         return 0
     write_summary(args.out_dir, args.model, cfg, tcfg, n_params, summary)

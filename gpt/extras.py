@@ -1,12 +1,8 @@
 """Extra credit made real: recovering a full next-token distribution from an API that shows only
-the two most likely tokens, but lets you add a logit bias to one token per call.
+the two most likely tokens, but lets you add a logit bias to one token per call (hw5.md, Q18).
 
-The idea (hw5.md, Q18): one unbiased call names the most likely token t. For any other token i, a
-large bias B on i puts i in the top two together with a token of the largest remaining logit,
-z_t. Both probabilities share one softmax normaliser, so their ratio gives
-    z_i - z_t = log(p(i) / p(other)) - B.
-After |V| - 1 such calls every logit is known up to the constant z_t, and a softmax gives back the
-distribution exactly: |V| calls in all.
+TopKAPI plays the API over a model's (or any) logits; recover_distribution is yours to finish.
+Work out on paper first what one biased call tells you about two logits.
 """
 
 from __future__ import annotations

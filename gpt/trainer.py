@@ -372,8 +372,7 @@ class Trainer:
         self.save("last.pt")
         bar.close()
         raise Preempted(f"stopped by {signal_name or 'a signal on another process'} after iteration "
-                        f"{self.progress['iteration']}; {os.path.join(self.out_dir, 'last.pt')} is up to date. "
-                        "Resume with the same command plus --resume")
+                        f"{self.progress['iteration']}; {os.path.join(self.out_dir, 'last.pt')} is up to date")
 
     def _check_finite(self, value: float, what: str) -> None:
         if not math.isfinite(value):

@@ -68,6 +68,13 @@ def test_malformed_markers_name_file_and_line(text, message):
         find_regions("f.py", text)
 
 
+def test_the_handout_check_finds_names_of_missing_files(tmp_path):
+    (tmp_path / "gpt").mkdir()
+    (tmp_path / "gpt" / "model.py").write_text("")
+    text = "edit `gpt/model.py`, run `tools/mutants.py` and `python main.py`; outputs go to runs/train/best.pt"
+    assert make_handout.missing_paths(tmp_path, text) == ["tools/mutants.py", "main.py"]
+
+
 def test_markdown_answers_are_removed():
     md = "Q1\n<!-- BEGIN SOLUTION -->\nsecret\n<!-- END SOLUTION -->\nQ2\n"
     assert strip_markdown("hw.md", md) == "Q1\nQ2\n"
@@ -98,9 +105,16 @@ def test_handout_content(handout):
     assert 'raise NotImplementedError("TODO(attention-forward)")' in model
     assert "TODO(attention-forward): compute the attention output" in model      # instructions are kept
     assert "torch.tril(torch.ones(config.block_size" not in model
+    readme = (handout / "README.md").read_text()
+    assert "This folder is your homework" in readme and "reference solution" not in readme
+    assert "--gradescope-results results.json" in readme, "the student README says how to see the score"
     hw5 = (handout / "hw5.md").read_text()
     assert "## 4. Written questions" in hw5 and "**Q15.**" in hw5 and "**Answer" not in hw5
-    assert (handout.parent / "hw5.zip").stat().st_size > 0
+    import zipfile
+    names = zipfile.ZipFile(handout.parent / "hw5.zip").namelist()
+    assert "hw5/gpt/model.py" in names and all(n.startswith("hw5/") for n in names), "unzips into one folder"
+    ag_names = zipfile.ZipFile(handout.parent / "hw5-autograder.zip").namelist()
+    assert "setup.sh" in ag_names and "run_autograder" in ag_names, "Gradescope wants them at the top"
 
 
 def test_every_graded_test_fails_on_the_skeleton(handout):

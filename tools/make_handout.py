@@ -15,12 +15,13 @@ With --todos only the listed regions become exercises; the others keep their sol
 files, <!-- BEGIN SOLUTION --> ... <!-- END SOLUTION --> blocks are removed. Hidden tests
 (tests/graded/test_hidden_*.py) and the developer tests are left out.
 
---zip also writes OUT_DIR.zip. --autograder also writes OUT_DIR-autograder/ and OUT_DIR-autograder.zip
+--zip also writes OUT_DIR.zip, whose entries sit under hw5/. --autograder also writes OUT_DIR-autograder/ and OUT_DIR-autograder.zip
 for Gradescope: setup.sh, run_autograder, and in source/ the grader (all graded tests, hidden ones
 too), the skeleton and grade.py, which runs the student's code apart from the grader.
 
 The handout is checked before the command succeeds: every .py file compiles, `python main.py --help`
-runs, no stripped solution line survives anywhere in it, and every TODO id is listed in hw5.md.
+runs, no stripped solution line survives anywhere in it, every TODO id is listed in hw5.md, and its
+README.md (tools/handout/README.md, written for students) and hw5.md name no file it does not have.
 Malformed markers (unbalanced, nested, or without a TODO(id) comment above) are an error naming the
 file and line.
 """
@@ -44,6 +45,8 @@ HANDOUT_FILES = ["gpt/*.py", "main.py", "generate.py", "data.py", "sbatch.sh", "
                  "requirements.txt", "pytest.ini", "tests/conftest.py", "tests/gradescope_plugin.py",
                  "tests/graded/*.py", "tests/graded/fixtures/*"]
 HIDDEN_TESTS = "test_hidden_*.py"
+# The handout's README is its own (the repository's README is the instructor's).
+STUDENT_README = ROOT / "tools" / "handout" / "README.md"
 # The files a student edits and submits (run_autograder copies these from the submission).
 SUBMITTED = ["gpt/bpe.py", "gpt/model.py", "gpt/sampling.py", "gpt/trainer.py", "gpt/lstm.py", "gpt/extras.py"]
 # What the autograder's trusted grading process holds (the rest of the skeleton is the student's folder).
@@ -166,6 +169,8 @@ def build(out_dir: Path, todos: set[str] | None, include_hidden: bool = False) -
             text, stripped = strip_python(str(rel), src.read_text(encoding="utf-8"), todos)
             dst.write_text(text, encoding="utf-8")
             stripped_all += stripped
+        elif str(rel) == "README.md":
+            shutil.copy2(STUDENT_README, dst)
         elif src.suffix == ".md":
             dst.write_text(strip_markdown(str(rel), src.read_text(encoding="utf-8")), encoding="utf-8")
         else:
@@ -198,6 +203,10 @@ def verify(out_dir: Path, stripped: list[Region], todos_listed: list[str]) -> No
             s = line.strip()
             if len(s) >= 12 and not s.startswith("#") and s not in outside and s in handout_lines:
                 raise HandoutError(f"solution line of TODO({r.todo}) ({r.path}:{r.begin}) survives in the handout: {s!r}")
+    for doc in ("README.md", "hw5.md"):
+        missing = missing_paths(out_dir, (out_dir / doc).read_text(encoding="utf-8"))
+        if missing:
+            raise HandoutError(f"the handout's {doc} names {', '.join(missing)}, which the handout does not have")
     hw5 = ROOT / "hw5.md"
     if hw5.exists():
         listed = hw5.read_text(encoding="utf-8")
@@ -206,12 +215,31 @@ def verify(out_dir: Path, stripped: list[Region], todos_listed: list[str]) -> No
             raise HandoutError(f"hw5.md does not list the TODO ids {missing}; add them to its TODO table")
 
 
-def make_zip(folder: Path) -> Path:
+PATH_RE = re.compile(r"(?<![\w./-])((?:[\w.-]+/)*[\w.-]+\.(?:py|sh|txt|ini|md|json|pt)|(?:[\w.-]+/)+)(?![\w/-])")
+
+
+def missing_paths(folder: Path, text: str) -> list[str]:
+    """Relative file or folder names in `text` (gpt/model.py, tests/graded/, requirements.txt, ...)
+    that do not exist in `folder`; names of things a run makes (runs/..., results.json) are fine."""
+    made = ("runs/", "venv/")
+    outputs = {"results.json", "best.pt", "last.pt", "samples.txt", "metrics.jsonl", "summary.json", "hw5.zip"}
+    missing = []
+    for name in dict.fromkeys(PATH_RE.findall(text)):
+        if name.startswith(made) or name in outputs or name.startswith(("http", "/")) or "://" in name:
+            continue
+        if not (folder / name).exists():
+            missing.append(name)
+    return missing
+
+
+def make_zip(folder: Path, top: str | None = None) -> Path:
+    """OUT.zip of a folder; with `top`, every entry sits under top/ (unzipping makes one folder)."""
     path = folder.with_name(folder.name + ".zip")
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
         for p in sorted(folder.rglob("*")):
             if p.is_file() and "__pycache__" not in p.parts:
-                z.write(p, p.relative_to(folder))
+                rel = p.relative_to(folder)
+                z.write(p, Path(top) / rel if top else rel)
     return path
 
 
@@ -258,10 +286,10 @@ def main(argv=None) -> int:
         print(f"wrote {args.out_dir}: {len(stripped)} TODO regions stripped "
               f"({', '.join(dict.fromkeys(r.todo for r in stripped))})")
         if args.zip:
-            print(f"wrote {make_zip(args.out_dir)}")
+            print(f"wrote {make_zip(args.out_dir, top='hw5')}")   # unzips into hw5/
         if args.autograder:
             ag = build_autograder(args.out_dir, todos)
-            print(f"wrote {ag} and {make_zip(ag)}")
+            print(f"wrote {ag} and {make_zip(ag)}")   # flat: Gradescope wants setup.sh at the top
     except HandoutError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

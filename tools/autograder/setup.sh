@@ -7,3 +7,5 @@ python3 -m venv /autograder/venv
 # The CPU build of PyTorch is enough for grading and far smaller than the CUDA one.
 /autograder/venv/bin/pip install -q torch --index-url https://download.pytorch.org/whl/cpu
 /autograder/venv/bin/pip install -q numpy regex tqdm matplotlib pytest
+# The unprivileged user the student's code runs as (grade.py also makes it if it is missing).
+id hw5student > /dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin hw5student
