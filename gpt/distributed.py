@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
-from gpt.utils import choose_device, seed_everything
+from gpt.utils import choose_device
 
 STOP_SIGNALS = ("SIGUSR1", "SIGTERM", "SIGINT")
 
@@ -47,8 +47,8 @@ class DistInfo:
                    int(os.environ.get("WORLD_SIZE", 1)))
 
 
-def compute_init(device: str = "auto", seed: int | None = None) -> tuple[DistInfo, torch.device, bool]:
-    """(dist info, this process' device, whether we started the process group), and seed the RNGs.
+def compute_init(device: str = "auto") -> tuple[DistInfo, torch.device, bool]:
+    """(dist info, this process' device, whether we started the process group).
 
     Under torchrun each process takes the GPU of its local rank and joins the process group (nccl
     on CUDA, gloo on the CPU), unless the caller already started one.
@@ -62,8 +62,6 @@ def compute_init(device: str = "auto", seed: int | None = None) -> tuple[DistInf
     if dist.world_size > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if dev.type == "cuda" else "gloo")
         started = True
-    if seed is not None:
-        seed_everything(seed)
     return dist, dev, started
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import math
 import os
 import time
@@ -32,7 +31,7 @@ from gpt.distributed import (MicroBatches, Preempted, any_process, compute_clean
                              shard, stop_on_signals, sum_across, wrap_ddp)
 from gpt.metrics import perplexity
 from gpt.sizing import estimate_mfu, peak_tflops
-from gpt.utils import append_jsonl, atomic_write_bytes, ensure_dir, plot_curves, read_jsonl, synchronize
+from gpt.utils import append_jsonl, ensure_dir, plot_curves, read_jsonl, synchronize, write_jsonl
 from gpt.windows import eval_windows
 
 # A scaler that passes everything through unchanged: the fp32 and bf16 path, and the default.
@@ -297,7 +296,7 @@ class Trainer:
         self.progress.update({k: ckpt[k] for k in self.progress})
         if self.dist.is_main:   # forget metrics logged after the checkpoint: they will be produced again
             kept = [r for r in read_jsonl(self.metrics_path) if r["iter"] <= self.progress["iteration"]]
-            atomic_write_bytes(self.metrics_path, "".join(json_line(r) for r in kept).encode())
+            write_jsonl(self.metrics_path, kept)
 
     # the loop
     def train(self) -> dict:
@@ -381,8 +380,8 @@ class Trainer:
                 f"checkpoint ({os.path.join(self.out_dir, 'last.pt')}, if any) is untouched")
 
     def evaluate(self) -> EvalResult:
-        """Validation perplexity; under torchrun each process takes every world_size-th batch and the
-        sums (never the means) are added up across processes."""
+        """Validation perplexity. Like evaluate() above, but under torchrun each process takes every
+        world_size-th batch and the sums (never the means) are added up across processes."""
         cfg = self.cfg
         windows = itertools.islice(eval_windows(self.valid_ids, self.block_size, cfg.eval_batch_size or cfg.batch_size),
                                    cfg.eval_batches)
@@ -430,10 +429,6 @@ class Trainer:
                 # total tokens / total training time (a mean of per-window rates would overweight short windows)
                 "tokens_per_sec": round(p["iteration"] * self.tokens_per_iter / p["elapsed"], 1) if p["elapsed"] else None,
                 "peak_gpu_mem_mb": max((r.get("peak_gpu_mem_mb", 0) for r in evals), default=0) or None}
-
-
-def json_line(record: dict) -> str:
-    return json.dumps(record) + "\n"
 
 
 # -- speed -----------------------------------------------------------------------------------

@@ -65,6 +65,11 @@ def append_jsonl(path: str | os.PathLike, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
+def write_jsonl(path: str | os.PathLike, records: list[dict]) -> None:
+    """Replace a JSON-lines file with `records`, atomically."""
+    atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in records).encode("utf-8"))
+
+
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
     if not os.path.exists(path):
         return []

@@ -3,7 +3,10 @@
 Graded tests carry `@pytest.mark.points(N, todo="attention-mask")` (optionally `visibility=`, `timeout=` seconds
 per call into the student's code, default 30, and `extra_credit=True`: the points count when the test passes but not in the maximum). Options:
 
-    pytest --gradescope-results results.json     write Gradescope's results.json
+    pytest --gradescope-results=results.json     write Gradescope's results.json (write it with "=": given as
+                                                  a separate word, an existing results.json is taken by
+                                                  pytest's first pass for a test path, and then this
+                                                  plugin's option is not known yet)
     pytest -m graded                              run only graded tests (any test with a points mark)
     pytest -m graded --todo attention-forward     only the graded tests of one TODO (or several, comma-separated)
 

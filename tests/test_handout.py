@@ -107,7 +107,7 @@ def test_handout_content(handout):
     assert "torch.tril(torch.ones(config.block_size" not in model
     readme = (handout / "README.md").read_text()
     assert "This folder is your homework" in readme and "reference solution" not in readme
-    assert "--gradescope-results results.json" in readme, "the student README says how to see the score"
+    assert "--gradescope-results=results.json" in readme, "the student README says how to see the score"
     hw5 = (handout / "hw5.md").read_text()
     assert "## 4. Written questions" in hw5 and "**Q15.**" in hw5 and "**Answer" not in hw5
     import zipfile
@@ -115,6 +115,18 @@ def test_handout_content(handout):
     assert "hw5/gpt/model.py" in names and all(n.startswith("hw5/") for n in names), "unzips into one folder"
     ag_names = zipfile.ZipFile(handout.parent / "hw5-autograder.zip").namelist()
     assert "setup.sh" in ag_names and "run_autograder" in ag_names, "Gradescope wants them at the top"
+
+
+def test_the_score_command_of_the_readme_works_twice(handout):
+    """The command the student README gives for the score, run twice (the second time results.json exists)."""
+    readme = (handout / "README.md").read_text()
+    command = next(line.split() for line in readme.splitlines() if "--gradescope-results" in line)
+    assert command[:2] == ["python", "-m"]
+    for _ in range(2):
+        proc = run([*command[1:], "--todo", "logit-bias-recovery", "-p", "no:cacheprovider"], cwd=handout)
+        assert proc.returncode == 1 and "1 failed" in proc.stdout, proc.stdout + proc.stderr
+        assert json.loads((handout / "results.json").read_text())["score"] == 0
+    (handout / "results.json").unlink()
 
 
 def test_every_graded_test_fails_on_the_skeleton(handout):
