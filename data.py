@@ -20,14 +20,13 @@ import hashlib
 import os
 import socket
 import sys
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from gpt.bpe import GPT2_SPLIT_PATTERN, BPETokenizer
 from gpt.cli import UserError
-from gpt.utils import atomic_open
+from gpt.utils import atomic_open, remove_stale_temporaries
 
 SPLITS = ("train", "valid", "test")
 DEFAULT_CORPUS = "wikitext-2-raw-v1"
@@ -60,10 +59,9 @@ def load_corpus(corpus: str = DEFAULT_CORPUS, data_dir: str | None = None) -> Co
     if texts is not None:
         return Corpus(config, f"hf-{config}", texts)
     if config == DEFAULT_CORPUS:
-        warnings.warn(f"{config} is not in the Hugging Face cache and there is no network: "
-                      "training on the built-in offline corpus (Python's documentation) instead. "
-                      "Pass --data-dir DIR with wiki.{train,valid,test}.tokens to use WikiText offline.",
-                      stacklevel=2)
+        print(f"notice: {config} is not in the Hugging Face cache and there is no network, so this run uses "
+              "the built-in offline corpus (Python's documentation); for WikiText offline pass --data-dir DIR "
+              "with wiki.{train,valid,test}.tokens", file=sys.stderr)
         return builtin_corpus()
     raise UserError(f"corpus {config} could not be loaded: it is not cached and there is no network; "
                     "connect once to download it, or pass --data-dir DIR")
@@ -73,11 +71,29 @@ def _from_folder(folder: Path) -> Corpus:
     for ext in ("raw", "tokens"):
         paths = {s: folder / f"wiki.{s}.{ext}" for s in SPLITS}
         if all(p.is_file() for p in paths.values()):
-            texts = {s: p.read_text(encoding="utf-8") for s, p in paths.items()}
-            stamp = "-".join(f"{p.stat().st_size}" for p in paths.values())
-            return Corpus(f"{folder.name} ({ext})", _key("dir", str(folder.resolve()), ext, stamp), texts)
+            texts = {s: _read_text(p) for s, p in paths.items()}
+            return _checked(Corpus(f"{folder.name} ({ext})", _content_key("dir", texts), texts),
+                            {s: str(p) for s, p in paths.items()})
     raise UserError(f"{folder} must hold wiki.train.raw, wiki.valid.raw, wiki.test.raw "
                     "(or the same three files ending .tokens)")
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path} is not UTF-8 text (byte {e.start} cannot be decoded); "
+                        "convert it, e.g. iconv -f latin1 -t utf-8") from None
+    except OSError as e:
+        raise UserError(f"cannot read {path} ({e.strerror})") from None
+
+
+def _checked(corpus: Corpus, sources: dict[str, str]) -> Corpus:
+    """Refuse a corpus with an empty split before any work (training would fail at its first evaluation)."""
+    for split in SPLITS:
+        if not corpus.texts[split].strip():
+            raise UserError(f"the {split} split ({sources[split]}) is empty: every split needs text")
+    return corpus
 
 
 def _split_lines(text: str) -> dict[str, str]:
@@ -92,18 +108,17 @@ def _split_lines(text: str) -> dict[str, str]:
 def _from_text_file(path: Path) -> Corpus:
     if not path.is_file():
         raise UserError(f"corpus file {path} does not exist")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise UserError(f"{path} is not UTF-8 text") from None
-    return Corpus(path.name, _key("txt", str(path.resolve()), str(path.stat().st_size)), _split_lines(text))
+    texts = _split_lines(_read_text(path))
+    return _checked(Corpus(path.name, _content_key("txt", texts), texts),
+                    {s: f"{share} of the lines of {path}" for s, share in
+                     zip(SPLITS, ("the first 90%", "the next 5%", "the last 5%"))})
 
 
 def builtin_corpus() -> Corpus:
     """Python's bundled documentation (about 0.5 MB of English), present in every Python."""
     import pydoc_data.topics as topics
     text = "\n".join(topics.topics[k] for k in sorted(topics.topics))
-    return Corpus("builtin (Python documentation)", _key("builtin", sys.version.split()[0]), _split_lines(text))
+    return Corpus("builtin (Python documentation)", _content_key("builtin", texts := _split_lines(text)), texts)
 
 
 def _network_available(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
@@ -134,8 +149,14 @@ def _from_hf(config: str) -> dict[str, str] | None:
     return {s: "".join(ds[hf_name]["text"]) for s, hf_name in names.items()}
 
 
-def _key(*parts: str) -> str:
-    return parts[0] + "-" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
+def _content_key(kind: str, texts: dict[str, str]) -> str:
+    """Cache identity from the text itself (not a path or a size): an edit of any split, even one
+    that keeps the file size, gives new token ids. Hashing WikiText-2 takes about 30 ms."""
+    h = hashlib.sha256()
+    for split in SPLITS:
+        data = texts[split].encode("utf-8", "surrogatepass")
+        h.update(len(data).to_bytes(8, "little") + data)
+    return f"{kind}-{h.hexdigest()[:16]}"
 
 
 # -- tokenizer and ids ----------------------------------------------------------------------
@@ -159,6 +180,7 @@ def get_tokenizer(corpus: Corpus, kind: str = "bpe", vocab_size: int = 8192, gpt
         return BPETokenizer.load(path)
     tok = BPETokenizer.train(corpus.texts["train"], vocab_size)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path.parent, [path.name])
     tok.save(path)
     return tok
 
@@ -178,6 +200,7 @@ def encode_splits(corpus: Corpus, tok: BPETokenizer, cache_dir: str = "runs/cach
     """
     folder = Path(cache_dir) / corpus.key / f"ids-{tokenizer_fingerprint(tok)}"
     folder.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(folder, [f"{split}.npy" for split in SPLITS])
     dtype = np.uint16 if tok.vocab_size <= 1 << 16 else np.int32
     out = {}
     for split in SPLITS:

@@ -17,7 +17,7 @@ import torch
 
 from gpt.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from gpt.cli import (ArgumentParser, UserError, flag_errors, non_negative_float, non_negative_int, positive_int,
-                     probability, run_cli)
+                     probability, run_cli, seed_int)
 from gpt.utils import atomic_write_bytes, choose_device, ensure_dir
 
 HANDOUT_PROMPTS = (
@@ -76,7 +76,7 @@ def add_sampling_args(p: argparse.ArgumentParser, checkpoint_required: bool = Tr
     p.add_argument("--top-k", type=positive_int, default=None, help="sample only from the k most likely tokens")
     p.add_argument("--top-p", type=probability, default=0.95, help="nucleus sampling mass in (0, 1] (default 0.95)")
     p.add_argument("--greedy", action="store_true", help="always take the most likely token")
-    p.add_argument("--seed", type=int, default=0, help="random seed for sampling (default 0)")
+    p.add_argument("--seed", type=seed_int, default=0, help="random seed for sampling (default 0)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default auto)")
 
 

@@ -24,13 +24,13 @@ from data import DEFAULT_CORPUS, SPLITS, encode_splits, get_tokenizer, load_corp
 from generate import HANDOUT_PROMPTS, add_sampling_args, complete, run_sampling
 from gpt.checkpoint import MODEL_KINDS, CheckpointError, load_checkpoint, model_from_checkpoint
 from gpt.cli import (ArgumentParser, UserError, flag_errors, non_negative_float, non_negative_int, positive_float,
-                     positive_int, run_cli)
+                     positive_int, run_cli, seed_int)
 from gpt.distributed import DistInfo, Preempted
 from gpt.experiments import RunFailed, default_grid, load_grid, run_grid
 from gpt.metrics import describe_metrics, text_metrics
 from gpt.model import ATTN_IMPLS, GPT, GPTConfig
-from gpt.profiles import auto_profile, build_model, describe, iters_for_epochs, resolve_settings
-from gpt.sizing import MEMORY_FORMULAS, PRESETS, memory_report
+from gpt.profiles import auto_profile, build_config, describe, iters_for_epochs, resolve_settings
+from gpt.sizing import MEMORY_FORMULAS, PRESETS, check_fits, memory_report
 from gpt.trainer import OPTIMIZERS, PRECISIONS, SCHEDULES, DivergedError, TrainConfig, Trainer, evaluate, \
     time_training_steps
 from gpt.utils import atomic_write_bytes, choose_device, enable_tf32, ensure_dir, seed_everything
@@ -42,9 +42,12 @@ from gpt.windows import WindowBatches
 def prepare_data(args, vocab_size: int):
     """(corpus, tokenizer, ids per split): text -> tokenizer -> cached token ids."""
     corpus = load_corpus(args.corpus or DEFAULT_CORPUS, args.data_dir)
-    tok = get_tokenizer(corpus, args.tokenizer, vocab_size, args.gpt2_dir, args.cache_dir)
     with flag_errors("--cache-dir", "choose a folder you can write to", kinds=(OSError,)):
+        tok = get_tokenizer(corpus, args.tokenizer, vocab_size, args.gpt2_dir, args.cache_dir)
         ids = encode_splits(corpus, tok, args.cache_dir)
+    if args.tokenizer == "bpe" and tok.vocab_size < vocab_size:
+        print(f"notice: --vocab-size {vocab_size:,} is more than this corpus gives: its BPE ran out of pairs "
+              f"to merge at {tok.vocab_size:,} tokens, so the model uses {tok.vocab_size:,}", file=sys.stderr)
     return corpus, tok, ids
 
 
@@ -59,7 +62,10 @@ def setup_run(args, device, ids, vocab_size: int):
     tcfg = TrainConfig(device=str(device), out_dir=args.out_dir, resume=resume, progress=not args.no_progress,
                        **train_settings)
     seed_everything(tcfg.seed)   # the initial weights depend on --seed (and agree across processes)
-    model, cfg = build_model(args.model, vocab_size, model_settings)
+    cfg = build_config(args.model, vocab_size, model_settings)
+    if args.model == "gpt":     # refuse a run that cannot fit before allocating it
+        check_fits(cfg, tcfg.batch_size, tcfg.optimizer, tcfg.precision, device)
+    model = MODEL_KINDS[args.model][0](cfg)
     return model, cfg, tcfg
 
 
@@ -82,31 +88,44 @@ def cmd_train(args) -> int:
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: {describe(cfg)}: {n_params:,} parameters; device {device}; {tcfg.max_iters} "
           f"iterations of {tcfg.batch_size * tcfg.grad_accum} x {cfg.block_size} tokens")
-    extra = {"corpus": args.corpus, "data_dir": os.path.abspath(args.data_dir) if args.data_dir else None,
-             "tokenizer": args.tokenizer, "gpt2_dir": args.gpt2_dir}
-    trainer = Trainer(model, tcfg, batches, ids["valid"], tok, extra)
+    trainer = Trainer(model, tcfg, batches, ids["valid"], tok, data_record(args, corpus))
+    with flag_errors("--out-dir", "free some space or choose another --out-dir", kinds=(OSError,)):
+        summary = run_training(trainer)
+        if dist.is_main:
+            write_summary(args.out_dir, args.model, cfg, tcfg, n_params, summary, corpus.name)
+            if not args.no_report:
+                report_run(args, corpus, ids, summary, tcfg, device, t0)
+    return 0
+
+
+def data_record(args, corpus) -> dict:
+    """How the data was made, stored in every checkpoint: eval finds the corpus again from any folder
+    (paths are absolute), and --resume refuses other data (corpus_key is a hash of the text)."""
+    is_file = args.corpus is not None and os.path.isfile(args.corpus)
+    return {"corpus": os.path.abspath(args.corpus) if is_file else args.corpus,
+            "data_dir": os.path.abspath(args.data_dir) if args.data_dir else None,
+            "tokenizer": args.tokenizer, "gpt2_dir": os.path.abspath(args.gpt2_dir) if args.gpt2_dir else None,
+            "corpus_key": corpus.key, "corpus_name": corpus.name}
+
+
+def run_training(trainer) -> dict:
     with flag_errors("--resume", "resume with the same flags, or use another --out-dir",
                      kinds=(FileNotFoundError, CheckpointError)):
         try:
-            summary = trainer.train()
+            return trainer.train()
         except DivergedError as e:
             raise UserError(f"{e}. Lower --lr, keep --grad-clip on, or use --precision fp32") from None
         except Preempted as e:
             e.args = (f"{e}. Resume with the same command plus --resume (or --auto-resume)",)
             raise
-    if not dist.is_main:
-        return 0
-    write_summary(args.out_dir, args.model, cfg, tcfg, n_params, summary)
-    if not args.no_report:
-        report_run(args, corpus, ids, summary, tcfg, device, t0)
-    return 0
 
 
-def write_summary(out_dir: str, kind: str, cfg, tcfg, n_params: int, summary: dict) -> None:
+def write_summary(out_dir: str, kind: str, cfg, tcfg, n_params: int, summary: dict, corpus_name: str) -> None:
     """summary.json: the run's headline numbers (read by `experiments`)."""
     keys = ("best_valid_ppl", "best_iter", "train_ppl_at_best", "iterations", "train_seconds", "tokens_per_sec",
             "peak_gpu_mem_mb", "stopped_early")
-    out = {"model": kind, "n_layer": cfg.n_layer, "optimizer": tcfg.optimizer, "parameters": n_params,
+    out = {"model": kind, "corpus": corpus_name, "n_layer": cfg.n_layer, "optimizer": tcfg.optimizer,
+           "parameters": n_params,
            **{k: summary[k] for k in keys}}
     out["train_seconds"] = round(out["train_seconds"], 2)
     atomic_write_bytes(os.path.join(out_dir, "summary.json"), json.dumps(out, indent=1).encode())
@@ -297,7 +316,7 @@ def add_train_args(p):
     g.add_argument("--precision", choices=PRECISIONS)
     g.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     g.add_argument("--grad-accum", type=positive_int)
-    g.add_argument("--seed", type=int)
+    g.add_argument("--seed", type=seed_int)
     g.add_argument("--patience", type=positive_int, help="early stopping: evaluations without a new best")
     g.add_argument("--log-interval", type=positive_int)
     g.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last.pt")

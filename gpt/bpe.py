@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import operator
 import os
 from collections import Counter, defaultdict
 from typing import Iterable
@@ -120,6 +121,17 @@ def count_pretokens(texts: Iterable[str], pattern: str = GPT2_SPLIT_PATTERN,
     return counts
 
 
+def _token_id(i) -> int:
+    """An id as a Python int: ints, NumPy integers and integer 0-d tensors pass; floats and bools are
+    a TypeError (int(2.7) would silently decode token 2)."""
+    if isinstance(i, bool) or getattr(i, "dtype", None) == torch.bool:
+        raise TypeError(f"token ids are integers, got the bool {i!r}")
+    try:
+        return operator.index(i)
+    except TypeError:
+        raise TypeError(f"token ids are integers, got {type(i).__name__} {i!r}") from None
+
+
 def _to_utf8(piece: str) -> bytes:
     """UTF-8 bytes of a pre-token; a lone surrogate (not valid Unicode text) becomes U+FFFD, as in tiktoken."""
     try:
@@ -213,7 +225,7 @@ class BPETokenizer:
         texts = [text] if isinstance(text, str) else text
         word_counts = count_pretokens(texts, pattern, special_tokens)
 
-        words = [list(w.encode("utf-8")) for w in word_counts]   # each distinct pre-token, as ids
+        words = [list(_to_utf8(w)) for w in word_counts]          # each distinct pre-token, as ids
         freqs = list(word_counts.values())                        # how often it occurs
         pair_counts: dict[tuple[int, int], int] = {}
         where: dict[tuple[int, int], set[int]] = defaultdict(set)  # pair -> indices of words holding it
@@ -343,7 +355,7 @@ class BPETokenizer:
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
         vocab, special = self.vocab, self._id_to_special
         try:
-            return b"".join(vocab[i] if i in vocab else special[i] for i in map(int, ids))
+            return b"".join(vocab[i] if i in vocab else special[i] for i in map(_token_id, ids))
         except KeyError as e:
             raise ValueError(f"token id {e.args[0]} is not in this tokenizer's vocabulary "
                              f"(0..{self.vocab_size - 1})") from None

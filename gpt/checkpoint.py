@@ -64,11 +64,15 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"PK\x03\x04":   # torch.save writes a zip archive
+        raise CheckpointError(f"{path} is not a checkpoint (not a file written by torch.save)")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:   # torch.load raises many kinds of error for a damaged file
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({first[:120]})") from None
+    except Exception:   # torch.load raises many kinds of error for a damaged archive
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated (could not be read back); "
+                              "use another checkpoint, e.g. last.pt or best.pt of the same run") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a hw5 checkpoint")
     if ckpt.get("version") != VERSION:

@@ -52,6 +52,7 @@ positive_int = _typed(int, lambda v: v > 0, "a positive integer")
 non_negative_int = _typed(int, lambda v: v >= 0, "an integer >= 0")
 positive_float = _typed(float, lambda v: v > 0, "a positive number")
 non_negative_float = _typed(float, lambda v: v >= 0, "a non-negative number")
+seed_int = _typed(int, lambda v: 0 <= v < 2**32, "a seed in 0 .. 4294967295 (2**32 - 1)")
 probability = _typed(float, lambda v: 0 < v <= 1, "a number in (0, 1]")
 
 

@@ -57,16 +57,17 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.attn_dropout = nn.Dropout(config.dropout)
         self.resid_dropout = nn.Dropout(config.dropout)
-        # TODO(attention-mask): build `causal_mask`, a (block_size, block_size) tensor with ones
-        # on and below the diagonal and zeros above it (row t = query position t; a 1 in column s
+        # TODO(attention-mask): build `causal_mask`, a (block_size, block_size) tensor with True
+        # on and below the diagonal and False above it (row t = query position t; True in column s
         # means "t may attend to s"). Then view it as (1, 1, block_size, block_size) so it
-        # broadcasts over batch and heads. Hint: torch.tril.
+        # broadcasts over batch and heads. Hint: torch.tril of torch.ones(..., dtype=torch.bool)
+        # (one byte per entry; float32 would take four).
         ### BEGIN SOLUTION
-        causal_mask = torch.tril(torch.ones(config.block_size, config.block_size))
+        causal_mask = torch.tril(torch.ones(config.block_size, config.block_size, dtype=torch.bool))
         causal_mask = causal_mask.view(1, 1, config.block_size, config.block_size)
         ### END SOLUTION
         # A buffer moves with .to(device) but is not trained; not saved (it is rebuilt from the config).
-        self.register_buffer("causal_mask", causal_mask, persistent=False)
+        self.register_buffer("causal_mask", causal_mask.bool(), persistent=False)
 
     def forward(self, x: torch.Tensor, kv_cache: "KVCache | None" = None, layer: int = 0) -> torch.Tensor:
         B, T, C = x.shape
@@ -188,9 +189,12 @@ class GPT(nn.Module):
             wte=nn.Embedding(config.vocab_size, config.n_embd),   # token embeddings
             wpe=nn.Embedding(config.block_size, config.n_embd),   # position embeddings
             drop=nn.Dropout(config.dropout),
-            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+            h=nn.ModuleList(),
             ln_f=nn.LayerNorm(config.n_embd, eps=1e-5, bias=config.bias),
         ))
+        for _ in range(config.n_layer):   # one at a time, so that at most two masks exist at once
+            self.transformer.h.append(Block(config))
+            self._share_causal_mask()
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_weights:
             # The same matrix reads tokens in and scores them out (Press & Wolf, 2017).
@@ -201,6 +205,18 @@ class GPT(nn.Module):
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    def _share_causal_mask(self) -> None:
+        """Every layer uses the same block_size x block_size mask: keep one tensor, not n_layer copies."""
+        first = self.transformer.h[0].attn.causal_mask
+        for block in self.transformer.h:
+            block.attn.causal_mask = first
+
+    def _apply(self, fn, *args, **kwargs):
+        # .to(device) and .half() convert each layer's buffer separately: share the result again.
+        super()._apply(fn, *args, **kwargs)
+        self._share_causal_mask()
+        return self
 
     @staticmethod
     def _init_weights(module: nn.Module):

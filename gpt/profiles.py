@@ -61,12 +61,17 @@ def iters_for_epochs(epochs: float, n_tokens: int, block_size: int, batch_size: 
     return max(1, math.ceil(epochs * (windows // (batch_size * grad_accum))))
 
 
-def build_model(kind: str, vocab_size: int, settings: dict):
-    """(model, config) of a model kind ("gpt" or "lstm") from resolved settings (extra keys are ignored)."""
-    model_cls, cfg_cls = MODEL_KINDS[kind]
+def build_config(kind: str, vocab_size: int, settings: dict):
+    """The config of a model kind ("gpt" or "lstm") from resolved settings (extra keys are ignored)."""
+    cfg_cls = MODEL_KINDS[kind][1]
     names = {f.name for f in fields(cfg_cls)}
-    cfg = cfg_cls(vocab_size=vocab_size, **{k: v for k, v in settings.items() if k in names})
-    return model_cls(cfg), cfg
+    return cfg_cls(vocab_size=vocab_size, **{k: v for k, v in settings.items() if k in names})
+
+
+def build_model(kind: str, vocab_size: int, settings: dict):
+    """(model, config) of a model kind from resolved settings."""
+    cfg = build_config(kind, vocab_size, settings)
+    return MODEL_KINDS[kind][0](cfg), cfg
 
 
 def describe(cfg) -> str:

@@ -7,6 +7,8 @@ The functions take a GPTConfig (or anything with its fields); gpt.model re-expor
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 # name -> (n_layer, n_head, n_embd, default block_size)
@@ -168,6 +170,32 @@ def estimate_training_memory(cfg, batch_size: int, seq_len: int | None = None, o
     step_temporaries = 4 * n if optimizer in ("adam", "adamw") and device != "cuda" else 0
     out["total"] = out["parameters"] + out["optimizer_state"] + max(backward_start, out["gradients"] + step_temporaries)
     return out
+
+
+def device_memory(device: torch.device) -> int | None:
+    """Bytes of memory a training run on `device` can use: the GPU's, or the machine's RAM (CPU, and
+    MPS, whose memory is the RAM); None when it cannot be told."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):   # not a POSIX system
+        return None
+
+
+def check_fits(cfg, batch_size: int, optimizer: str, precision: str, device: torch.device) -> None:
+    """ValueError when training GPT(cfg) cannot fit in the device's memory even by this estimate
+    (which is close: see estimate_training_memory), so that a run too big fails before it allocates
+    anything instead of with an allocation traceback (or the machine swapping) minutes later."""
+    total = device_memory(device)
+    need = estimate_training_memory(cfg, batch_size, cfg.block_size, optimizer, precision,
+                                    device="cuda" if device.type == "cuda" else "cpu")["total"]
+    need += cfg.block_size ** 2   # the causal mask: one byte per entry, shared by the layers
+    if total is not None and need > total:
+        raise ValueError(f"training this model needs about {need / 1e9:,.1f} GB (batch {batch_size} x "
+                         f"{cfg.block_size} tokens, {cfg.n_layer} layers of width {cfg.n_embd}) but {device} has "
+                         f"{total / 1e9:,.1f} GB; lower --block-size or --batch-size (or use --attn-impl sdpa, "
+                         "which does not store the block_size x block_size attention)")
 
 
 MEMORY_FORMULAS = """\

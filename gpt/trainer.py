@@ -31,7 +31,8 @@ from gpt.distributed import (MicroBatches, Preempted, any_process, compute_clean
                              shard, stop_on_signals, sum_across, wrap_ddp)
 from gpt.metrics import perplexity
 from gpt.sizing import estimate_mfu, peak_tflops
-from gpt.utils import append_jsonl, ensure_dir, plot_curves, read_jsonl, synchronize, write_jsonl
+from gpt.utils import (append_jsonl, atomic_copy, ensure_dir, plot_curves, read_jsonl, remove_stale_temporaries,
+                       synchronize, write_jsonl)
 from gpt.windows import eval_windows
 
 # A scaler that passes everything through unchanged: the fp32 and bf16 path, and the default.
@@ -245,6 +246,9 @@ class DivergedError(FloatingPointError):
 
 # -- the trainer ---------------------------------------------------------------------------------
 
+# The files a run writes into its out_dir (main.py adds summary.json and samples.txt).
+RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl", "loss.png", "ppl.png", "summary.json", "samples.txt")
+
 class Trainer:
     """Train `model` on a stream of token ids, evaluating on another.
 
@@ -279,24 +283,61 @@ class Trainer:
         # MFU is logged on GPUs whose peak is known, for GPT only (the FLOP formula is its own).
         self.peak = peak_tflops(self.device) if checkpoint.kind_of(self.model) == "gpt" else None
         self.tokens_per_iter = cfg.batch_size * cfg.grad_accum * self.block_size * self.dist.world_size
-        # The loop's counters, saved in every checkpoint. elapsed: training seconds, across resumes.
-        self.progress = dict(iteration=0, best_valid_ppl=float("inf"), evals_since_best=0, elapsed=0.0)
+        # The loop's counters, saved in every checkpoint. elapsed: training seconds, across resumes;
+        # best_iteration: where best.pt was taken (lets a resume repair a best.pt that a crash left stale).
+        self.progress = dict(iteration=0, best_valid_ppl=float("inf"), best_iteration=None, evals_since_best=0,
+                             elapsed=0.0)
 
     # checkpoints
     def save(self, *names: str) -> None:
+        """Write the current state to each of `names` in out_dir (atomically: a file is whole or old)."""
         if self.dist.is_main:
             ckpt = checkpoint.make_checkpoint(self.model, self.optimizer, self.scaler, self.progress, self.cfg,
                                               self.tokenizer, self.extra)
             for name in names:
-                checkpoint.save_checkpoint(ckpt, os.path.join(self.out_dir, name))
+                path = os.path.join(self.out_dir, name)
+                try:
+                    checkpoint.save_checkpoint(ckpt, path)
+                except OSError as e:   # a full disk, a quota: the previous file is intact
+                    raise OSError(e.errno, f"cannot write {path} ({e.strerror}); the previous {name} is "
+                                           "intact") from None
 
     def resume_from(self, path: str) -> None:
+        """Continue from a checkpoint of this run: same model, same data, same tokenizer (CheckpointError else)."""
         ckpt = checkpoint.load_checkpoint(path, map_location=self.device)
+        self._check_same_data(ckpt, path)
         checkpoint.restore(ckpt, self.model, self.optimizer, self.scaler)
-        self.progress.update({k: ckpt[k] for k in self.progress})
-        if self.dist.is_main:   # forget metrics logged after the checkpoint: they will be produced again
+        self.progress.update({k: ckpt.get(k, v) for k, v in self.progress.items()})
+        if self.dist.is_main:
+            self._repair_best(path)
+            # forget metrics logged after the checkpoint: they will be produced again
             kept = [r for r in read_jsonl(self.metrics_path) if r["iter"] <= self.progress["iteration"]]
             write_jsonl(self.metrics_path, kept)
+
+    def _check_same_data(self, ckpt: dict, path: str) -> None:
+        """Resuming on other text or with another tokenizer would silently mix two token streams."""
+        theirs, ours = (ckpt.get("extra") or {}).get("corpus_key"), self.extra.get("corpus_key")
+        if theirs and ours and theirs != ours:
+            raise checkpoint.CheckpointError(
+                f"{path} was trained on other data ({(ckpt.get('extra') or {}).get('corpus_name', theirs)}); "
+                "resume with the same data flags, or start a new run in another --out-dir")
+        if self.tokenizer is not None and ckpt.get("tokenizer") not in (None, self.tokenizer.to_dict()):
+            raise checkpoint.CheckpointError(
+                f"{path} was trained with another tokenizer (a different --tokenizer, --vocab-size or corpus); "
+                "resume with the same flags, or start a new run in another --out-dir")
+
+    def _repair_best(self, last_path: str) -> None:
+        """last.pt is written before best.pt: if a crash fell between the two, last.pt is the best
+        checkpoint (its best_iteration is its own iteration) and best.pt is older. Copy it over."""
+        p, best_path = self.progress, os.path.join(self.out_dir, "best.pt")
+        if p["best_iteration"] is None or p["best_iteration"] != p["iteration"]:
+            return
+        try:
+            stale = checkpoint.load_checkpoint(best_path)["iteration"] != p["iteration"]
+        except (FileNotFoundError, checkpoint.CheckpointError):
+            stale = True
+        if stale:
+            atomic_copy(last_path, best_path)
 
     # the loop
     def train(self) -> dict:
@@ -309,10 +350,10 @@ class Trainer:
 
     def _train(self, stop) -> dict:
         cfg = self.cfg
+        if self.dist.is_main:
+            self._clean_out_dir(fresh=not cfg.resume)
         if cfg.resume:
             self.resume_from(os.path.join(self.out_dir, "last.pt"))
-        elif self.dist.is_main and os.path.exists(self.metrics_path):
-            os.remove(self.metrics_path)    # a fresh run starts a fresh log
         p = self.progress
         bar = tqdm(total=cfg.max_iters, initial=p["iteration"], disable=not (cfg.progress and self.dist.is_main),
                    desc="train", unit="it", dynamic_ncols=True, mininterval=1.0)
@@ -343,6 +384,15 @@ class Trainer:
         if self.dist.is_main:
             plot_curves(read_jsonl(self.metrics_path), self.out_dir)
         return self.summary(stopped_early)
+
+    def _clean_out_dir(self, fresh: bool) -> None:
+        """Before training: remove what a killed run left half-written (hidden temporaries of
+        atomic writes) and the files that describe a finished run (rewritten at the end); a fresh
+        run also starts a fresh log."""
+        remove_stale_temporaries(self.out_dir, RUN_FILES)
+        for name in ("summary.json", "samples.txt") + (("metrics.jsonl",) if fresh else ()):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(self.out_dir, name))
 
     def _log_training(self, lr: float, bar) -> None:
         """One "train" record: the mean loss since the last one (the one GPU sync per log interval)."""
@@ -397,7 +447,7 @@ class Trainer:
         self._check_finite(res.loss, "validation")
         improved = res.ppl < p["best_valid_ppl"]
         if improved:
-            p["best_valid_ppl"], p["evals_since_best"] = res.ppl, 0
+            p["best_valid_ppl"], p["best_iteration"], p["evals_since_best"] = res.ppl, p["iteration"], 0
         else:
             p["evals_since_best"] += 1
         rec = {"kind": "eval", "iter": p["iteration"], "time": round(p["elapsed"], 3),
@@ -407,6 +457,7 @@ class Trainer:
             rec["peak_gpu_mem_mb"] = round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)
         if self.dist.is_main:
             append_jsonl(self.metrics_path, rec)
+        # last.pt first: it records best_iteration, so a crash before best.pt is written is repaired on resume.
         self.save(*(("last.pt", "best.pt") if improved else ("last.pt",)))
         if self.dist.is_main:
             bar.write(f"iter {p['iteration']}: valid loss {res.loss:.4f}, ppl {res.ppl:.2f}"

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import random
+import shutil
 import tempfile
 
 import torch
@@ -21,12 +22,15 @@ def atomic_open(path: str | os.PathLike):
     Writes go to a temporary file in the same folder, which is flushed to disk (fsync) and then
     renamed over `path` (a rename within one file system is atomic). If anything fails, or the
     process is killed, `path` is untouched and the temporary file is removed (or left as a
-    hidden .tmp file after kill -9, never as `path`).
+    hidden .tmp file after kill -9, never as `path`: `remove_stale_temporaries` cleans those).
+    The file gets the permissions of any new file under the user's umask (mkstemp alone would make
+    it 0600, unreadable by the rest of a course group on a shared cluster).
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=_temporary_prefix(path), suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
@@ -38,6 +42,29 @@ def atomic_open(path: str | os.PathLike):
         raise
 
 
+def _temporary_prefix(path: str) -> str:
+    return "." + os.path.basename(path) + "."
+
+
+def _umask() -> int:
+    mask = os.umask(0)   # the only way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, names) -> list[str]:
+    """Delete the hidden temporaries that atomic_open left for `names` in `folder` when a process was
+    killed mid-write (kill -9, power loss). Call it before this run writes those files again."""
+    removed = []
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(folder):
+            if entry.name.endswith(".tmp") and any(entry.name.startswith(_temporary_prefix(n)) for n in names):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed.append(entry.path)
+    return removed
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_open(path) as f:
         f.write(data)
@@ -46,6 +73,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def atomic_torch_save(obj, path: str | os.PathLike) -> None:
     with atomic_open(path) as f:
         torch.save(obj, f)
+
+
+def atomic_copy(source: str | os.PathLike, path: str | os.PathLike) -> None:
+    with open(source, "rb") as src, atomic_open(path) as f:
+        shutil.copyfileobj(src, f, 1 << 20)
 
 
 def ensure_dir(path: str | os.PathLike) -> str:
@@ -71,10 +103,20 @@ def write_jsonl(path: str | os.PathLike, records: list[dict]) -> None:
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """The records of a JSON-lines file. A last line without its newline is a write that a crash or a
+    full disk cut short (appends are not atomic): it is left out. Any other bad line is a ValueError."""
     if not os.path.exists(path):
         return []
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = f.read().split("\n")
+    records = []
+    for n, line in enumerate(lines[:-1], start=1):   # lines[-1] follows the last newline: empty or cut short
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise ValueError(f"{path} line {n} is not JSON; delete the file to start its log afresh") from None
+    return records
 
 
 # -- randomness and devices ----------------------------------------------------------------
