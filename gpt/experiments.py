@@ -115,7 +115,7 @@ def table_rows(runs: list[Run], summaries: dict[str, dict]) -> list[dict]:
     return rows
 
 
-def write_tables(rows: list[dict], out_root: str, memory_kind: str) -> str:
+def write_tables(rows: list[dict], out_root: str, memory_kind: str, corpora: list[str]) -> str:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=COLUMNS)
     w.writeheader()
@@ -130,7 +130,7 @@ def write_tables(rows: list[dict], out_root: str, memory_kind: str) -> str:
                      f"{row['parameters']:,} | {row['best_valid_ppl']:.2f} | {row['train_ppl_at_best']:.2f} | "
                      f"{row['best_iter']} | {row['train_seconds']:.1f} | {row['tokens_per_sec']:,.0f} | "
                      f"{row['peak_mem_mb']:,.0f} |")
-    md = head + "\n".join(lines) + "\n"
+    md = f"corpus: {', '.join(corpora) or 'unknown'}\n\n" + head + "\n".join(lines) + "\n"
     atomic_write_bytes(os.path.join(out_root, "results.md"), md.encode())
     return md
 
@@ -166,7 +166,8 @@ def run_grid(runs: list[Run], out_root: str, base_flags: list[str], gpu: bool, t
     t0 = time.time()
     summaries = {r.id: run_one(r, out_root, base_flags, train_command) for r in runs}
     rows = table_rows(runs, summaries)
-    md = write_tables(rows, out_root, "peak GPU memory" if gpu else "peak RSS")
+    corpora = sorted({s["corpus"] for s in summaries.values() if s.get("corpus")})   # one, unless the grid mixes
+    md = write_tables(rows, out_root, "peak GPU memory" if gpu else "peak RSS", corpora)
     plot_groups(runs, out_root)
     print(f"\n{len(runs)} runs in {time.time() - t0:.0f} s; wrote {out_root}/results.md, results.csv, compare-*.png\n")
     return md

@@ -299,8 +299,8 @@ class Trainer:
                 try:
                     checkpoint.save_checkpoint(ckpt, path)
                 except OSError as e:   # a full disk, a quota: the previous file is intact
-                    raise OSError(e.errno, f"cannot write {path} ({e.strerror}); the previous {name} is "
-                                           "intact") from None
+                    raise OSError(e.errno, f"cannot write {path} ({e.strerror}); an earlier {name}, if any, "
+                                           "is intact") from None
 
     def resume_from(self, path: str) -> None:
         """Continue from a checkpoint of this run: same model, same data, same tokenizer (CheckpointError else)."""

@@ -36,9 +36,11 @@ def atomic_open(path: str | os.PathLike):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno is None:   # NumPy's short write says only "N requested and M written"
+            raise OSError(f"cannot write {path} ({e}: is the disk full?)") from None
         raise
 
 

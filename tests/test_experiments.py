@@ -60,6 +60,7 @@ def test_quick_grid_end_to_end(tmp_path):
     assert sum(r["best_of_model"] == "True" for r in rows) == 2
     md = (out / "results.md").read_text()
     assert md.count("\n| ") == 13 and "(best GPT)" in md and "(best LSTM)" in md
+    assert md.startswith("corpus: wikitext-2 (tokens)\n"), "the summary names the corpus the runs used"
     assert (out / "compare-optimizers.png").exists() and (out / "compare-depth.png").exists()
 
     again = run(*common)                                      # finished runs are skipped
