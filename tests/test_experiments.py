@@ -59,7 +59,7 @@ def test_quick_grid_end_to_end(tmp_path):
         assert (out / r["id"] / "metrics.jsonl").exists() and (out / r["id"] / "loss.png").exists()
     assert sum(r["best_of_model"] == "True" for r in rows) == 2
     md = (out / "results.md").read_text()
-    assert md.count("\n| ") == 13 and "(best GPT)" in md and "(best LSTM)" in md
+    assert sum(line.startswith("| ") for line in md.splitlines()) == 14 and "(best GPT)" in md and "(best LSTM)" in md
     assert md.startswith("corpus: wikitext-2 (tokens)\n"), "the summary names the corpus the runs used"
     assert (out / "compare-optimizers.png").exists() and (out / "compare-depth.png").exists()
 
