@@ -68,6 +68,8 @@ def load_corpus(corpus: str = DEFAULT_CORPUS, data_dir: str | None = None) -> Co
 
 
 def _from_folder(folder: Path) -> Corpus:
+    if not folder.is_dir():
+        raise UserError(f"--data-dir {folder} is not a folder (it should hold wiki.{{train,valid,test}}.raw or .tokens)")
     for ext in ("raw", "tokens"):
         paths = {s: folder / f"wiki.{s}.{ext}" for s in SPLITS}
         if all(p.is_file() for p in paths.values()):

@@ -62,6 +62,8 @@ def save_checkpoint(ckpt: dict, path: str | os.PathLike) -> None:
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     """Read a checkpoint: FileNotFoundError if missing, CheckpointError if truncated or foreign."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise FileNotFoundError(f"{path} is a folder, not a checkpoint file (e.g. {os.path.join(path, 'best.pt')})")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     with open(path, "rb") as f:

@@ -156,6 +156,11 @@ def test_a_random_binary_file_is_not_a_checkpoint(tmp_path):
     assert "weights_only" not in err, "no PyTorch internals in the message"
 
 
+def test_wrong_kinds_of_path_are_named(tmp_path):
+    assert_user_error(main_py("sample", "--checkpoint", tmp_path), "is a folder, not a checkpoint file")
+    assert_user_error(main_py("train", "--data-dir", tmp_path / "nope"), "--data-dir", "is not a folder")
+
+
 def test_decode_takes_integer_ids_only():
     tok = BPETokenizer.train("hello world " * 20, 260)
     assert tok.decode([104, np.int64(105), torch.tensor(33)]) == "hi!"
