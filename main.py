@@ -149,7 +149,7 @@ def report_run(args, corpus, ids, summary: dict, tcfg, device, t0: float) -> Non
         lines.append(f"{prompt!r} ->{prompt}{text}")
     atomic_write_bytes(os.path.join(args.out_dir, "samples.txt"), ("\n\n".join(lines) + "\n").encode("utf-8"))
     print("\n" + "\n\n".join(lines))
-    print(f"\nwrote {args.out_dir}/: metrics.jsonl, loss.png, ppl.png, best.pt, last.pt, samples.txt, summary.json")
+    print(f"\nwrote {args.out_dir}/: metrics.jsonl, loss.png, ppl.png, accuracy.png, best.pt, last.pt, samples.txt, summary.json")
 
 
 # -- eval ------------------------------------------------------------------------------------
@@ -179,10 +179,11 @@ def cmd_eval(args) -> int:
     print(f"token perplexity {m['ppl']:.2f}")
     print(f"word-level perplexity {m['word_ppl']:.2f}")
     print(f"bits per byte {m['bits_per_byte']:.4f}")
+    print(f"token accuracy {res.accuracy:.4f} (argmax = next token)")
     with flag_errors("--out-dir", "choose another --out-dir", kinds=(OSError,)):
         path = os.path.join(ensure_dir(args.out_dir), f"eval-{args.split}.json")
         record = {"checkpoint": os.path.abspath(args.checkpoint), "iteration": ckpt["iteration"],
-                  "corpus": corpus.name, "split": args.split, "stride": block, **m}
+                  "corpus": corpus.name, "split": args.split, "stride": block, **m, "accuracy": res.accuracy}
         atomic_write_bytes(path, json.dumps(record, indent=1).encode())
     print(f"wrote {path}")
     return 0

@@ -1,5 +1,5 @@
 """Extra credit made real: recovering a full next-token distribution from an API that shows only
-the two most likely tokens, but lets you add a logit bias to one token per call (hw5.md, Q18).
+the two most likely tokens, but lets you add a logit bias to one token per call (hw5.md, E1).
 
 TopKAPI plays the API over a model's (or any) logits; recover_distribution is yours to finish.
 Work out on paper first what one biased call tells you about two logits.

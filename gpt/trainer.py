@@ -6,7 +6,7 @@ The Trainer writes to out_dir:
     metrics.jsonl   one JSON object per log step ("kind": "train") and per evaluation ("kind": "eval")
     last.pt         the latest checkpoint (at every evaluation); resume=True continues from it
     best.pt         the checkpoint with the best validation perplexity so far
-    loss.png, ppl.png
+    loss.png, ppl.png, accuracy.png
 Running under torchrun, stopping on signals and the checkpoint files are in gpt/distributed.py and
 gpt/checkpoint.py, so that this file reads as the algorithm.
 """
@@ -82,14 +82,16 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro_batches
 
 @torch.inference_mode()
 def nll_sums(model: nn.Module, windows, device: torch.device | str = "cpu",
-             autocast=contextlib.nullcontext()) -> tuple[float, int]:
-    """Total negative log-likelihood (nats) and number of predicted tokens over `windows`.
+             autocast=contextlib.nullcontext()) -> tuple[float, int, int]:
+    """Total negative log-likelihood (nats), number of predicted tokens, and number of them whose
+    most likely token (argmax of the logits) is the target, over `windows`.
 
     windows: an iterable of (x, y, mask) batches, each (B, T), as gpt.windows.eval_windows yields
     them; mask is 1 where y is a real next token and 0 on the padding of the last window.
     """
     total_nll = torch.zeros((), dtype=torch.float64, device=device)
     total_tokens = 0
+    total_correct = torch.zeros((), dtype=torch.int64, device=device)
     for x, y, mask in windows:
         x, y, mask = x.to(device), y.to(device), mask.to(device)
         with autocast:
@@ -102,7 +104,9 @@ def nll_sums(model: nn.Module, windows, device: torch.device | str = "cpu",
         total_nll += (nll * mask.reshape(-1)).sum().double()
         total_tokens += int(mask.sum().item())
         ### END SOLUTION
-    return float(total_nll), total_tokens
+        # Token accuracy (given, not part of the TODO), counted over the same real positions.
+        total_correct += ((logits.argmax(dim=-1) == y) & (mask == 1)).sum()
+    return float(total_nll), total_tokens, int(total_correct)
 
 
 @dataclass
@@ -111,19 +115,22 @@ class EvalResult:
     tokens: int       # number of predicted tokens
     loss: float       # nll / tokens
     ppl: float        # exp(loss)
+    correct: int      # predicted tokens whose argmax is the target
+    accuracy: float   # correct / tokens (token accuracy)
 
     @classmethod
-    def from_sums(cls, nll: float, tokens: int) -> "EvalResult":
+    def from_sums(cls, nll: float, tokens: int, correct: int) -> "EvalResult":
         if tokens == 0:
             raise ValueError("evaluation saw no tokens: the split is empty")
-        return cls(nll=nll, tokens=tokens, loss=nll / tokens, ppl=perplexity(nll, tokens))
+        return cls(nll=nll, tokens=tokens, loss=nll / tokens, ppl=perplexity(nll, tokens), correct=correct,
+                   accuracy=correct / tokens)
 
 
 def evaluate(model: nn.Module, ids: np.ndarray, block_size: int, batch_size: int,
              device: torch.device | str = "cpu", max_batches: int | None = None,
              precision: str = "fp32") -> EvalResult:
-    """Perplexity of the whole stream `ids` (or of its first max_batches batches), walking it once
-    in windows of block_size with stride block_size (gpt.windows.eval_windows).
+    """Perplexity (and token accuracy) of the whole stream `ids` (or of its first max_batches
+    batches), walking it once in windows of block_size with stride block_size (gpt.windows.eval_windows).
 
     Perplexity is exp(total NLL / total predicted tokens) over the split, never a mean of per-batch
     perplexities or losses: batches hold different numbers of real tokens (the last is padded).
@@ -131,8 +138,8 @@ def evaluate(model: nn.Module, ids: np.ndarray, block_size: int, batch_size: int
     device = torch.device(device)
     windows = itertools.islice(eval_windows(ids, block_size, batch_size), max_batches)
     with evaluation_mode(model):
-        nll, tokens = nll_sums(model, windows, device, autocast_context(device, precision))
-    return EvalResult.from_sums(nll, tokens)
+        nll, tokens, correct = nll_sums(model, windows, device, autocast_context(device, precision))
+    return EvalResult.from_sums(nll, tokens, correct)
 
 
 @contextlib.contextmanager
@@ -436,9 +443,9 @@ class Trainer:
         windows = itertools.islice(eval_windows(self.valid_ids, self.block_size, cfg.eval_batch_size or cfg.batch_size),
                                    cfg.eval_batches)
         with evaluation_mode(self.model):
-            nll, tokens = nll_sums(self.model, shard(windows, self.dist), self.device, self.autocast)
-        nll, tokens = sum_across(self.dist, nll, tokens, device=self.device)
-        return EvalResult.from_sums(nll, int(tokens))
+            nll, tokens, correct = nll_sums(self.model, shard(windows, self.dist), self.device, self.autocast)
+        nll, tokens, correct = sum_across(self.dist, nll, tokens, correct, device=self.device)
+        return EvalResult.from_sums(nll, int(tokens), int(correct))
 
     def _evaluate_and_checkpoint(self, bar) -> bool:
         """Evaluate, log, write last.pt (and best.pt); True when early stopping says stop."""
@@ -452,6 +459,7 @@ class Trainer:
             p["evals_since_best"] += 1
         rec = {"kind": "eval", "iter": p["iteration"], "time": round(p["elapsed"], 3),
                "valid_loss": res.loss, "valid_ppl": res.ppl, "valid_nll": res.nll, "valid_tokens": res.tokens,
+               "valid_accuracy": res.accuracy,
                "best_valid_ppl": p["best_valid_ppl"]}
         if self.device.type == "cuda":
             rec["peak_gpu_mem_mb"] = round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)
@@ -460,7 +468,8 @@ class Trainer:
         # last.pt first: it records best_iteration, so a crash before best.pt is written is repaired on resume.
         self.save(*(("last.pt", "best.pt") if improved else ("last.pt",)))
         if self.dist.is_main:
-            bar.write(f"iter {p['iteration']}: valid loss {res.loss:.4f}, ppl {res.ppl:.2f}"
+            bar.write(f"iter {p['iteration']}: valid loss {res.loss:.4f}, ppl {res.ppl:.2f}, "
+                      f"token accuracy {res.accuracy:.1%}"
                       + (" (best)" if improved else ""))
         return self.cfg.patience is not None and p["evals_since_best"] >= self.cfg.patience
 

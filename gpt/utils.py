@@ -180,20 +180,24 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> None:
 
 
 def plot_curves(records: list[dict], out_dir: str | os.PathLike) -> list[str]:
-    """Write loss.png and ppl.png from metrics.jsonl records: train and validation against
-    iterations (bottom axis) with wall-clock minutes on a top axis. Perplexity on a log scale."""
+    """Write loss.png, ppl.png and accuracy.png from metrics.jsonl records: train and validation against
+    iterations (bottom axis) with wall-clock minutes on a top axis. Perplexity on a log scale. Token
+    accuracy is measured at evaluations only (validation)."""
     plt = pyplot()
 
     train = [r for r in records if r.get("kind") == "train"]
     valid = [r for r in records if r.get("kind") == "eval"]
     written = []
     for key, label, fname, log in (("loss", "loss (nats / token)", "loss.png", False),
-                                   ("ppl", "perplexity (per token)", "ppl.png", True)):
+                                   ("ppl", "perplexity (per token)", "ppl.png", True),
+                                   ("accuracy", "token accuracy (argmax = next token)", "accuracy.png", False)):
         fig, ax = plt.subplots(figsize=(7, 4.5))
-        if train:
-            ax.plot([r["iter"] for r in train], [r[key] for r in train], label="train", alpha=0.8)
-        if valid:
-            ax.plot([r["iter"] for r in valid], [r[f"valid_{key}"] for r in valid], "o-", label="validation")
+        train_pts = [r for r in train if key in r]
+        valid_pts = [r for r in valid if f"valid_{key}" in r]
+        if train_pts:
+            ax.plot([r["iter"] for r in train_pts], [r[key] for r in train_pts], label="train", alpha=0.8)
+        if valid_pts:
+            ax.plot([r["iter"] for r in valid_pts], [r[f"valid_{key}"] for r in valid_pts], "o-", label="validation")
         ax.set_xlabel("iteration")
         ax.set_ylabel(label)
         if log:

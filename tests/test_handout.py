@@ -109,7 +109,8 @@ def test_handout_content(handout):
     assert "This folder is your homework" in readme and "reference solution" not in readme
     assert "--gradescope-results=results.json" in readme, "the student README says how to see the score"
     hw5 = (handout / "hw5.md").read_text()
-    assert "## 4. Written questions" in hw5 and "**Q15.**" in hw5 and "**Answer" not in hw5
+    assert "## 4. Written questions" in hw5 and "**Q15 (8 points).**" in hw5 and "**Answer" not in hw5
+    assert "**Grading" not in hw5 and "**Score.**" in hw5, "keys and grading notes are stripped; the score stays"
     import zipfile
     names = zipfile.ZipFile(handout.parent / "hw5.zip").namelist()
     assert "hw5/gpt/model.py" in names and all(n.startswith("hw5/") for n in names), "unzips into one folder"

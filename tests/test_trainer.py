@@ -29,7 +29,7 @@ def test_perplexity_is_exp_of_total_nll_over_total_tokens():
     model = tiny_model().eval()
     ids = np.random.default_rng(0).integers(0, 50, 61)        # 60 predictions: 7 full windows of 8 + one of 4
     res = evaluate(model, ids, block_size=8, batch_size=3)
-    total, count = 0.0, 0
+    total, count, correct = 0.0, 0, 0
     with torch.no_grad():
         for s in range(0, 60, 8):                             # by hand, window by window, token by token
             x = torch.tensor(ids[s:min(s + 8, 60)])[None]
@@ -37,10 +37,26 @@ def test_perplexity_is_exp_of_total_nll_over_total_tokens():
             for j in range(x.size(1)):
                 total -= logp[j, ids[s + j + 1]].item()
                 count += 1
+                correct += int(max(range(50), key=lambda v: logp[j, v].item()) == ids[s + j + 1])
     assert res.tokens == count == 60
+    assert res.correct == correct and res.accuracy == correct / 60     # token accuracy, padding excluded
     assert res.nll == pytest.approx(total, rel=1e-6)
     assert res.ppl == pytest.approx(math.exp(total / count), rel=1e-6)
     assert res.loss == pytest.approx(total / count, rel=1e-6)
+
+
+class PredictsZero(torch.nn.Module):
+    """Logits whose argmax is always token 0 (the id the padding of the last window holds)."""
+    def forward(self, idx, targets=None, mask=None):
+        logits = torch.zeros(*idx.shape, 5)
+        logits[..., 0] = 1.0
+        return logits, None
+
+
+def test_token_accuracy_counts_real_tokens_only():
+    ids = np.array([0, 0, 3, 0, 1, 0, 0, 2, 0, 4, 0])    # 10 predictions; targets 0,3,0,1,0,0,2,0,4,0
+    res = evaluate(PredictsZero(), ids, block_size=4, batch_size=2)   # the last window has 2 real tokens, 2 padded
+    assert res.tokens == 10 and res.correct == 6 and res.accuracy == 0.6   # the 2 padded zeros do not count
 
 
 def test_evaluate_max_batches_and_restores_mode():
@@ -142,7 +158,8 @@ def test_training_writes_metrics_checkpoints_and_plots(tmp_path):
     for r in recs:
         if r["kind"] == "train":
             assert r["ppl"] == pytest.approx(math.exp(r["loss"])) and r["tokens_per_sec"] > 0
-    for name in ("last.pt", "best.pt", "loss.png", "ppl.png"):
+    assert all(0 <= r["valid_accuracy"] <= 1 for r in evals)
+    for name in ("last.pt", "best.pt", "loss.png", "ppl.png", "accuracy.png"):
         assert (tmp_path / name).stat().st_size > 0
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
     best = load_checkpoint(tmp_path / "best.pt")

@@ -9,7 +9,8 @@ references that need other libraries or the real data are computed here, once, a
                  its state dict, an input batch, and transformers' logits for it. A correct GPT
                  loaded with GPT.from_hf_gpt2 reproduces those logits.
   bpe.json       a short English corpus, the merges an independent naive BPE trainer learns on it
-                 (recount every pair at every step), and the ids those merges give a few strings.
+                 (recount every pair at every step), and the ids those merges give a few strings
+                 (checked against ids worked out by hand and, when installed, against tiktoken).
 
 Needs transformers (requirements-dev.txt). Re-running gives the same files.
 """
@@ -36,7 +37,15 @@ CORPUS = (
     "Numbers like 1984, 2024 and 3.14159 are split by the pre-tokenizer. It's what they've said.\n"
 ) * 3 + "Unicode too: café, naïve, 東京, emoji 🙂🙂.\n"
 N_MERGES = 60
-ENCODE_STRINGS = ["the best fox", "Tokenizers learn merges", " dog dog dog", "café 🙂", "unseen words here!"]
+ENCODE_STRINGS = ["the best fox", "Tokenizers learn merges", " dog dog dog", "café 🙂", "unseen words here!",
+                  "token makers"]
+# Worked out by hand from the learned merges (and checked against tiktoken when it is installed): a text on
+# which applying the leftmost mergeable pair first gives other ids than applying the lowest-rank merge first.
+# " makers" = [32, 109, 97, 107, 101, 114, 115]; its mergeable pairs: (32,109)->267, (107,101)->262,
+# (101,114)->259. Lowest rank first: 259 -> [32,109,97,107,259,115]; then (32,109)->267 beats
+# (259,115)->271 -> [267,97,107,259,115]; then 271 -> [267, 97, 107, 271]. Leftmost first would take
+# 267, then 262 -> [267, 97, 262, 114, 115] and stop. "token" = t o k e n: 262 (k,e), then (262,110)->265.
+HAND_CHECKED = {"token makers": [116, 111, 265, 267, 97, 107, 271]}
 
 
 def naive_train(text: str, n_merges: int):
@@ -81,6 +90,20 @@ def naive_encode(text: str, merges) -> list[int]:
     return out
 
 
+def tiktoken_encode(text: str, merges) -> list[int] | None:
+    """The same merges run through tiktoken (a third, independent encoder), or None without tiktoken."""
+    try:
+        import tiktoken
+    except ImportError:
+        return None
+    vocab = {i: bytes([i]) for i in range(256)}
+    for a, b, new_id in merges:
+        vocab[new_id] = vocab[a] + vocab[b]
+    enc = tiktoken.Encoding("fixture", pat_str=GPT2_SPLIT_PATTERN, special_tokens={},
+                            mergeable_ranks={v: k for k, v in vocab.items()})
+    return enc.encode_ordinary(text)
+
+
 def gpt2_fixture() -> dict:
     from transformers import GPT2Config, GPT2LMHeadModel
     torch.manual_seed(1234)
@@ -103,6 +126,10 @@ def main():
     merges = naive_train(CORPUS, N_MERGES)
     bpe = {"corpus": CORPUS, "special_tokens": [], "merges": merges,
            "encode": {s: naive_encode(s, merges) for s in ENCODE_STRINGS}}
+    for text, ids in HAND_CHECKED.items():
+        assert bpe["encode"][text] == ids, f"the naive encoder disagrees with the hand-computed ids of {text!r}"
+    for text, ids in bpe["encode"].items():
+        assert tiktoken_encode(text, merges) in (None, ids), f"tiktoken disagrees on {text!r}"
     (OUT / "bpe.json").write_text(json.dumps(bpe, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     torch.save(gpt2_fixture(), OUT / "gpt2_tiny.pt")
     for f in sorted(OUT.iterdir()):

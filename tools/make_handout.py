@@ -215,7 +215,9 @@ def verify(out_dir: Path, stripped: list[Region], todos_listed: list[str]) -> No
             raise HandoutError(f"hw5.md does not list the TODO ids {missing}; add them to its TODO table")
 
 
-PATH_RE = re.compile(r"(?<![\w./-])((?:[\w.-]+/)*[\w.-]+\.(?:py|sh|txt|ini|md|json|pt)|(?:[\w.-]+/)+)(?![\w/-])")
+# A folder name ends at a space or punctuation: "tests/graded/" is one, the "J_t/" of "∂J_t/∂h_i" is not.
+PATH_RE = re.compile(r"(?<![\w./-])((?:[\w.-]+/)*[\w.-]+\.(?:py|sh|txt|ini|md|json|pt)|(?:[\w.-]+/)+(?=[\s`'\"()\[\],.;:!?]|$))"
+                     r"(?![\w/-])")
 
 
 def missing_paths(folder: Path, text: str) -> list[str]:
