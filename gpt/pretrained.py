@@ -13,6 +13,7 @@ files) is a PretrainedError with a one-line message that says what to do.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 from gpt.bpe import BPETokenizer
 from gpt.model import GPT, GPTConfig
@@ -41,6 +42,22 @@ def load_gpt2(source: str, tokenizer_dir: str | None = None, dropout: float = 0.
         raise PretrainedError(f"{source} has a vocabulary of {model.config.vocab_size} tokens but the GPT-2 "
                               f"tokenizer has {tok.vocab_size}: it is not a GPT-2 vocabulary model")
     return model.eval(), tok
+
+
+def with_block_size(model: GPT, block_size: int, dropout: float | None = None) -> GPT:
+    """The same weights with a shorter context (the first block_size position embeddings) and, if given,
+    another dropout: for fine-tuning GPT-2 (1024 positions) on short windows."""
+    cfg = model.config
+    if block_size > cfg.block_size:
+        raise ValueError(f"--block-size {block_size} is longer than the pretrained model's context ({cfg.block_size})")
+    new_cfg = replace(cfg, block_size=block_size, dropout=cfg.dropout if dropout is None else dropout)
+    if new_cfg == cfg:
+        return model
+    out = GPT(new_cfg)
+    sd = model.state_dict()
+    sd["transformer.wpe.weight"] = sd["transformer.wpe.weight"][:block_size]
+    out.load_state_dict(sd)
+    return out
 
 
 def gpt2_config(hf_config, dropout: float = 0.0) -> GPTConfig:
