@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from gpt.utils import pyplot, save_figure
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def attention_weights(model, idx: torch.Tensor) -> torch.Tensor:
     """Causal attention weights (n_layer, B, n_head, T, T) of the GPT `model` on token ids idx (B, T)."""
     inputs = []

@@ -97,8 +97,10 @@ def plot_next_token(path, logits: torch.Tensor, settings: list[Setting], token_t
 
 
 def visible(text: str) -> str:
-    """A token's text made printable on a plot axis: spaces as '␣', newlines as '\\n'."""
-    return text.replace(" ", "␣").replace("\n", "\\n").replace("\t", "\\t") or "∅"
+    """A token's text made printable on a plot axis: spaces as '␣', newlines as '\\n', other control
+    characters as escapes (a byte-level token can be any byte), the empty string as '∅'."""
+    text = text.replace(" ", "␣")
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text) or "∅"
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
