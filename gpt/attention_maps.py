@@ -59,10 +59,10 @@ def plot_attention(path, weights: np.ndarray, tokens: list[str], layers: list[in
     """
     plt = pyplot()
     T = len(tokens)
-    cell = max(2.4, 0.22 * T + 1.0)                                # inches per panel, room for labels
+    cell = max(2.4, 0.22 * T + 1.0)                                # inches per panel: every label fits
     fig, axes = plt.subplots(len(layers), len(heads), figsize=(cell * len(heads) + 1, cell * len(layers) + 0.6),
                              squeeze=False, layout="constrained")
-    font = max(4, min(8, 160 // max(T, 1)))
+    font = 8                                                       # each token has about 0.22 inch
     cmap = plt.get_cmap("viridis").with_extremes(bad="#e8e8e8")      # the masked future in light grey
     future = np.triu(np.ones((T, T), dtype=bool), 1)
     for r, layer in enumerate(layers):
