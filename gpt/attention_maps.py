@@ -1,10 +1,10 @@
 """Attention maps: where each position of a prompt looks, in every layer and head.
 
-`attention_weights(model, idx)` runs the model once and records, for every block, the input of its
-attention (the output of ln_1). From it the weights are recomputed here, written out on their own:
-q and k from the block's c_attn, softmax(q k^T / sqrt(hs)) with the future masked. This does not
-depend on how the model computes attention (the hand-written `_manual` or the fused SDPA, which
-never materialises the weights); tests check that the weights times v give the block's output.
+`attention_weights(model, idx)` runs the model once and records the weights its own hand-written
+attention computes (CausalSelfAttention._manual, your TODO): they are what `_manual` passes through
+`self.attn_dropout`, which is the identity in eval mode, so a forward hook on that module sees them
+without changing the model. Models built with attn_impl="sdpa" (whose fused kernel never forms the
+weights) are switched to the manual path for this one pass; the result is the same function.
 
 Row t of a map is query position t, column s key position s: the weight row t puts on token s.
 Each row sums to 1 and is 0 right of the diagonal (causal).
@@ -12,11 +12,8 @@ Each row sums to 1 and is 0 right of the diagonal (causal).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from gpt.utils import pyplot, save_figure
 
@@ -24,30 +21,25 @@ from gpt.utils import pyplot, save_figure
 @torch.no_grad()
 def attention_weights(model, idx: torch.Tensor) -> torch.Tensor:
     """Causal attention weights (n_layer, B, n_head, T, T) of the GPT `model` on token ids idx (B, T)."""
-    inputs = []
-    hooks = [block.attn.register_forward_pre_hook(lambda mod, args: inputs.append(args[0]))
-             for block in model.transformer.h]
-    was_training = model.training
-    model.eval()   # no dropout: the weights the model uses at inference
+    attns = [block.attn for block in model.transformer.h]
+    seen = []   # one (B, nh, T, T) per layer, in order
+    hooks = [a.attn_dropout.register_forward_hook(lambda mod, args, out: seen.append(args[0])) for a in attns]
+    impls, was_training = [a.attn_impl for a in attns], model.training
     try:
+        model.eval()   # no dropout: the weights the model uses at inference
+        for a in attns:
+            a.attn_impl = "manual"
         model(idx)
     finally:
+        for a, impl in zip(attns, impls):
+            a.attn_impl = impl
         model.train(was_training)
         for h in hooks:
             h.remove()
-    return torch.stack([weights_of(block.attn, x) for block, x in zip(model.transformer.h, inputs)])
-
-
-def weights_of(attn, x: torch.Tensor) -> torch.Tensor:
-    """softmax(q k^T / sqrt(hs) + causal mask) of one CausalSelfAttention on its input x (B, T, C): (B, nh, T, T)."""
-    B, T, C = x.shape
-    hs = C // attn.n_head
-    q, k, _ = attn.c_attn(x).split(C, dim=2)                                       # each (B, T, C)
-    q = q.view(B, T, attn.n_head, hs).transpose(1, 2)                              # (B, nh, T, hs)
-    k = k.view(B, T, attn.n_head, hs).transpose(1, 2)                              # (B, nh, T, hs)
-    scores = (q @ k.transpose(-2, -1)) / math.sqrt(hs)                             # (B, nh, T, T)
-    future = torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1)           # s > t
-    return F.softmax(scores.float().masked_fill(future, float("-inf")), dim=-1)
+    if len(seen) != len(attns):
+        raise RuntimeError(f"saw {len(seen)} attention weight tensors for {len(attns)} layers: _manual must pass "
+                           "its softmax weights through self.attn_dropout (TODO attention-forward)")
+    return torch.stack(seen).float()
 
 
 def plot_attention(path, weights: np.ndarray, tokens: list[str], layers: list[int], heads: list[int],

@@ -5,6 +5,7 @@ then the commands, run in-process on a tiny checkpoint and a tiny random GPT-2 s
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -28,34 +29,54 @@ def tiny_gpt(**kw) -> GPT:
 
 # -- attention maps ---------------------------------------------------------------------------
 
-def test_attention_weights_are_causal_rows_and_equal_the_manual_softmax():
-    model = tiny_gpt()
-    softmaxes = []   # what _manual passes to attn_dropout (identity in eval mode): its softmax, (B, nh, T, T)
-    hooks = [b.attn.attn_dropout.register_forward_hook(lambda m, i, o: softmaxes.append(i[0]))
-             for b in model.transformer.h]
-    x = torch.randint(0, 61, (3, 7))
-    w = attention_weights(model, x)                                              # (L, B, nh, T, T)
+def by_hand_weights(attn, x: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(hs)) over keys s <= t, one query t at a time: (B, nh, T, T)."""
+    B, T, C = x.shape
+    nh, hs = attn.n_head, C // attn.n_head
+    q, k, _ = attn.c_attn(x).split(C, dim=2)
+    w = torch.zeros(B, nh, T, T)
+    for h in range(nh):
+        for t in range(T):
+            scores = torch.einsum("bd,bsd->bs", q[:, t, h * hs:(h + 1) * hs], k[:, :t + 1, h * hs:(h + 1) * hs])
+            w[:, h, t, :t + 1] = torch.softmax(scores / math.sqrt(hs), dim=-1)
+    return w
+
+
+def block_io(model, x):
+    """(input, output) of every block's attention in a normal forward pass."""
+    seen = []
+    hooks = [b.attn.register_forward_hook(lambda m, i, o: seen.append((i[0], o))) for b in model.transformer.h]
+    with torch.no_grad():
+        model(x)
     for h in hooks:
         h.remove()
+    return seen
+
+
+@pytest.mark.parametrize("attn_impl", ["manual", "sdpa"])
+def test_attention_weights_are_causal_and_equal_a_by_hand_softmax(attn_impl):
+    model = tiny_gpt(attn_impl=attn_impl)
+    x = torch.randint(0, 61, (3, 7))
+    w = attention_weights(model, x)                                              # (L, B, nh, T, T)
     assert w.shape == (2, 3, 2, 7, 7)
     assert torch.allclose(w.sum(-1), torch.ones(2, 3, 2, 7), atol=1e-6)
     assert torch.all(w.triu(1) == 0), "nothing above the diagonal: no looking at the future"
-    assert torch.allclose(w, torch.stack(softmaxes[-2:]), atol=1e-6)
+    with torch.no_grad():
+        for layer, (block, (inp, _)) in enumerate(zip(model.transformer.h, block_io(model, x))):
+            assert torch.allclose(w[layer], by_hand_weights(block.attn, inp), atol=1e-6)
+    assert model.transformer.h[0].attn.attn_impl == attn_impl, "the model is left as it was"
 
 
 def test_attention_weights_times_v_give_the_fused_attention_output():
     model = tiny_gpt(attn_impl="sdpa")   # SDPA never forms the weights: they must reproduce its output
-    seen = []
-    hooks = [b.attn.register_forward_hook(lambda m, i, o: seen.append((i[0], o))) for b in model.transformer.h]
     x = torch.randint(0, 61, (2, 8))
     w = attention_weights(model, x)
-    for h in hooks:
-        h.remove()
-    for layer, (block, (inp, out)) in enumerate(zip(model.transformer.h, seen)):
-        B, T, C = inp.shape
-        v = block.attn.c_attn(inp).split(C, dim=2)[2].view(B, T, 2, C // 2).transpose(1, 2)   # (B, nh, T, hs)
-        y = (w[layer] @ v).transpose(1, 2).reshape(B, T, C)
-        assert torch.allclose(block.attn.c_proj(y), out, atol=1e-5)
+    with torch.no_grad():
+        for layer, (block, (inp, out)) in enumerate(zip(model.transformer.h, block_io(model, x))):
+            B, T, C = inp.shape
+            v = block.attn.c_attn(inp).split(C, dim=2)[2].view(B, T, 2, C // 2).transpose(1, 2)   # (B, nh, T, hs)
+            y = (w[layer] @ v).transpose(1, 2).reshape(B, T, C)
+            assert torch.allclose(block.attn.c_proj(y), out, atol=1e-5)
 
 
 # -- sampling settings ------------------------------------------------------------------------
