@@ -140,22 +140,16 @@ def run_sampling(args) -> int:
         raise UserError("--show-distribution writes pictures: use python main.py sample (it has --out-dir)")
     prompts = args.prompt if args.prompt is not None else list(HANDOUT_PROMPTS)
     side_by_side = len(settings) > 1 or len(models) > 1
-    records, blocks = [], []
+    blocks, records = [], []
     for k, prompt in enumerate(prompts):
         if side_by_side:
             print(f"{prompt!r}")
-        for s in settings:
-            for name, model, tok in models:
-                outs = complete_with(model, tok, prompt, s, args, prompt_seed(args.seed, k))
-                for j, text in enumerate(outs):
-                    label = f"[{j + 1}/{len(outs)}] " if len(outs) > 1 else ""
-                    if side_by_side:
-                        label = f"[{s.label()}] " * (len(settings) > 1) + f"[{name}] " * (len(models) > 1) + label
-                    blocks.append(f"{label}{prompt!r} ->{prompt}{text}")
-                    print(("  " if side_by_side else "") + blocks[-1] + "\n")
-                    records.append({"prompt": prompt, "setting": s.label(), "temperature": s.temperature,
-                                    "top_p": s.top_p, "top_k": s.top_k, "seed": prompt_seed(args.seed, k),
-                                    "model": name, "sample": j + 1, "completion": text})
+        for r in sample_prompt(models, prompt, prompt_seed(args.seed, k), settings, args):
+            tags = [r["setting"]] * (len(settings) > 1) + [r["model"]] * (len(models) > 1)
+            tags += [f"{r['sample']}/{args.num_samples}"] * (args.num_samples > 1)
+            blocks.append("".join(f"[{t}] " for t in tags) + f"{prompt!r} ->{prompt}{r['completion']}")
+            print(("  " if side_by_side else "") + blocks[-1] + "\n")
+            records.append(r)
     if out_dir:
         with flag_errors("--out-dir", "choose another --out-dir", kinds=(OSError,)):
             written = write_samples(ensure_dir(out_dir), blocks, records if side_by_side else None, models)
@@ -163,6 +157,18 @@ def run_sampling(args) -> int:
                 written += plot_distributions(out_dir, models, prompts, settings)
         print("wrote " + ", ".join(written), file=sys.stderr)
     return 0
+
+
+def sample_prompt(models, prompt: str, seed: int | None, settings: list[Setting], args) -> list[dict]:
+    """Every model's completions of one prompt under every setting, all from the same seed."""
+    records = []
+    for s in settings:
+        for name, model, tok in models:
+            for j, text in enumerate(complete_with(model, tok, prompt, s, args, seed)):
+                records.append({"prompt": prompt, "setting": s.label(), "temperature": s.temperature,
+                                "top_p": s.top_p, "top_k": s.top_k, "seed": seed, "model": name,
+                                "sample": j + 1, "completion": text})
+    return records
 
 
 def write_samples(out_dir: str, blocks: list[str], records: list[dict] | None, models) -> list[str]:

@@ -214,7 +214,7 @@ def cmd_eval(args) -> int:
 def cmd_attention(args) -> int:
     model, tok, _ = load_model(args)
     if not isinstance(model, GPT):
-        raise UserError(f"{args.checkpoint} holds a {type(model).__name__}, which has no attention to show")
+        raise UserError(f"{args.checkpoint} holds an LSTM, which has no attention to show")
     cfg = model.config
     layers = chosen(args.layer, cfg.n_layer, "--layer")
     heads = chosen(args.head, cfg.n_head, "--head")
