@@ -40,9 +40,10 @@ def load_model(args, source: str | None = None):
         dev = choose_device(args.device)
     flag = "--compare" if source else "--init-from"
     source = source or args.init_from
-    if source is None or os.path.isfile(source):
+    if source is None or os.path.isfile(source) or source.endswith(".pt"):
         path = source or args.checkpoint
-        with flag_errors("--checkpoint" if source is None else flag, "train first (python main.py train) or fix the path",
+        which = "--checkpoint" if source is None else flag
+        with flag_errors(which, "train first (python main.py train) or fix the path",
                          kinds=(FileNotFoundError, CheckpointError)):
             ckpt = load_checkpoint(path, map_location=dev)
             model, tok = model_from_checkpoint(ckpt, dev)

@@ -159,7 +159,8 @@ def tiny_gpt2_dir(tmp_path_factory):
     from transformers import GPT2Config, GPT2LMHeadModel
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("tiny-gpt2")
-    GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=50257, n_positions=64)).save_pretrained(folder)
+    config = GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=50257, n_positions=64)
+    GPT2LMHeadModel(config).save_pretrained(folder)
     return folder
 
 
