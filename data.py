@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from gpt.bpe import GPT2_SPLIT_PATTERN, BPETokenizer
 from gpt.cli import UserError
-from gpt.utils import atomic_open, remove_stale_temporaries
+from gpt.utils import atomic_open, network_available, remove_stale_temporaries
 
 SPLITS = ("train", "valid", "test")
 DEFAULT_CORPUS = "wikitext-2-raw-v1"
@@ -123,17 +122,9 @@ def builtin_corpus() -> Corpus:
     return Corpus("builtin (Python documentation)", _content_key("builtin", texts := _split_lines(text)), texts)
 
 
-def _network_available(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
 def _from_hf(config: str) -> dict[str, str] | None:
     """WikiText through `datasets`; None if it is neither cached nor downloadable."""
-    if not _network_available() and "datasets" not in sys.modules:
+    if not network_available() and "datasets" not in sys.modules:
         # datasets reads these at import: look in the local cache only, never wait on the network.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

@@ -2,8 +2,9 @@
 
   train        corpus -> tokenizer -> model -> training -> plots, checkpoints, samples
   compare      time the same training steps on the CPU and on the GPU
-  sample       complete prompts from a checkpoint (same as python generate.py)
+  sample       complete prompts from a checkpoint (same as python generate.py); settings and models side by side
   eval         loss, perplexity, word-level perplexity and bits per byte of a checkpoint
+  attention    pictures of the attention weights of every layer and head on a prompt
   experiments  the model-comparison grid (GPT vs LSTM, depth, optimizers)
   params       parameter counts and training-memory estimates
 
@@ -13,15 +14,19 @@ Every subcommand has --help.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
 import time
 
+import numpy as np
 import torch
 
 from data import DEFAULT_CORPUS, SPLITS, encode_splits, get_tokenizer, load_corpus
-from generate import HANDOUT_PROMPTS, add_sampling_args, complete, run_sampling
+from generate import (HANDOUT_PROMPTS, add_sampling_args, add_source_args, complete, load_model, prompt_ids,
+                      prompt_seed, run_sampling)
+from gpt.attention_maps import attention_weights, plot_attention
 from gpt.checkpoint import MODEL_KINDS, CheckpointError, load_checkpoint, model_from_checkpoint
 from gpt.cli import (ArgumentParser, UserError, flag_errors, non_negative_float, non_negative_int, positive_float,
                      positive_int, run_cli, seed_int)
@@ -29,31 +34,38 @@ from gpt.distributed import DistInfo, Preempted
 from gpt.experiments import RunFailed, default_grid, load_grid, run_grid
 from gpt.metrics import describe_metrics, text_metrics
 from gpt.model import ATTN_IMPLS, GPT, GPTConfig
+from gpt.pretrained import PretrainedError, load_gpt2, with_block_size
 from gpt.profiles import auto_profile, build_config, describe, iters_for_epochs, resolve_settings
 from gpt.sizing import MEMORY_FORMULAS, PRESETS, check_fits, memory_report
 from gpt.trainer import OPTIMIZERS, PRECISIONS, SCHEDULES, DivergedError, TrainConfig, Trainer, evaluate, \
     time_training_steps
+from gpt.sampling_view import visible
 from gpt.utils import atomic_write_bytes, choose_device, enable_tf32, ensure_dir, seed_everything
 from gpt.windows import WindowBatches
 
 
 # -- train ---------------------------------------------------------------------------------
 
-def prepare_data(args, vocab_size: int):
-    """(corpus, tokenizer, ids per split): text -> tokenizer -> cached token ids."""
+def prepare_data(args, vocab_size: int, tok=None):
+    """(corpus, tokenizer, ids per split): text -> tokenizer (unless given) -> cached token ids."""
     corpus = load_corpus(args.corpus or DEFAULT_CORPUS, args.data_dir)
+    given = tok is not None
     with flag_errors("--cache-dir", "choose a folder you can write to", kinds=(OSError,)):
-        tok = get_tokenizer(corpus, args.tokenizer, vocab_size, args.gpt2_dir, args.cache_dir)
+        tok = tok or get_tokenizer(corpus, args.tokenizer, vocab_size, args.gpt2_dir, args.cache_dir)
         ids = encode_splits(corpus, tok, args.cache_dir)
-    if args.tokenizer == "bpe" and tok.vocab_size < vocab_size:
+    if not given and args.tokenizer == "bpe" and tok.vocab_size < vocab_size:
         print(f"notice: --vocab-size {vocab_size:,} is more than this corpus gives: its BPE ran out of pairs "
               f"to merge at {tok.vocab_size:,} tokens, so the model uses {tok.vocab_size:,}", file=sys.stderr)
     return corpus, tok, ids
 
 
-def setup_run(args, device, ids, vocab_size: int):
-    """(model, config, TrainConfig) from the flags; ValueError (a bad combination) names no flag."""
-    model_settings, train_settings = resolve_settings(vars(args), device.type, args.preset, args.fast, args.model)
+def setup_run(args, device, ids, vocab_size: int, pretrained=None):
+    """(model, config, TrainConfig) from the flags; ValueError (a bad combination) names no flag.
+    pretrained: a GPT to fine-tune (--init-from) instead of a new model."""
+    given = dict(vars(args))
+    if pretrained is not None and given["learning_rate"] is None:
+        given["learning_rate"] = FINE_TUNE_LR
+    model_settings, train_settings = resolve_settings(given, device.type, args.preset, args.fast, args.model)
     if args.epochs is not None:   # one epoch = every training window once
         train_settings["max_iters"] = iters_for_epochs(args.epochs, len(ids["train"]), model_settings["block_size"],
                                                        train_settings.get("batch_size", 32),
@@ -62,11 +74,35 @@ def setup_run(args, device, ids, vocab_size: int):
     tcfg = TrainConfig(device=str(device), out_dir=args.out_dir, resume=resume, progress=not args.no_progress,
                        **train_settings)
     seed_everything(tcfg.seed)   # the initial weights depend on --seed (and agree across processes)
+    if pretrained is not None:
+        model = with_block_size(pretrained, args.block_size or pretrained.config.block_size,
+                                dropout=model_settings.get("dropout", 0.0))
+        check_fits(model.config, tcfg.batch_size, tcfg.optimizer, tcfg.precision, device)
+        return model, model.config, tcfg
     cfg = build_config(args.model, vocab_size, model_settings)
     if args.model == "gpt":     # refuse a run that cannot fit before allocating it
         check_fits(cfg, tcfg.batch_size, tcfg.optimizer, tcfg.precision, device)
     model = MODEL_KINDS[args.model][0](cfg)
     return model, cfg, tcfg
+
+
+FINE_TUNE_LR = 1e-4   # --init-from: a pretrained model needs small steps (its own schedule ended near 0)
+
+
+def pretrained_for_training(args):
+    """(GPT-2 model, its tokenizer) for train --init-from, or (None, None); the flags that would change the
+    architecture are refused (the weights fix it), --block-size may shorten the context."""
+    if not args.init_from:
+        return None, None
+    fixed = {"--n-layer": args.n_layer, "--n-head": args.n_head, "--n-embd": args.n_embd,
+             "--preset": None if args.preset == "auto" else args.preset,
+             "--model": None if args.model == "gpt" else args.model,
+             "--vocab-size": args.vocab_size}
+    for flag, value in fixed.items():
+        if value is not None:
+            raise UserError(f"{flag} cannot be combined with --init-from: the pretrained model fixes it")
+    with flag_errors("--init-from", kinds=(PretrainedError,)):
+        return load_gpt2(args.init_from, args.gpt2_dir)
 
 
 def cmd_train(args) -> int:
@@ -78,17 +114,19 @@ def cmd_train(args) -> int:
     if args.fast and device.type == "cuda":
         enable_tf32()
     t0 = time.perf_counter()
-    corpus, tok, ids = prepare_data(args, args.vocab_size or auto_profile(device.type)["vocab_size"])
-    print(f"corpus: {corpus.name}; tokenizer: {args.tokenizer}, vocab {tok.vocab_size}; tokens: "
-          + ", ".join(f"{s} {len(a):,}" for s, a in ids.items()) + f" ({time.perf_counter() - t0:.1f} s)")
+    pretrained, gpt2_tok = pretrained_for_training(args)
+    corpus, tok, ids = prepare_data(args, args.vocab_size or auto_profile(device.type)["vocab_size"], gpt2_tok)
+    print(f"corpus: {corpus.name}; tokenizer: {'gpt2' if gpt2_tok else args.tokenizer}, vocab {tok.vocab_size}; "
+          "tokens: " + ", ".join(f"{s} {len(a):,}" for s, a in ids.items()) + f" ({time.perf_counter() - t0:.1f} s)")
     with flag_errors("the model and training flags", kinds=(ValueError,)):
-        model, cfg, tcfg = setup_run(args, device, ids, tok.vocab_size)
+        model, cfg, tcfg = setup_run(args, device, ids, tok.vocab_size, pretrained)
         batches = WindowBatches(ids["train"], cfg.block_size, tcfg.batch_size * dist.world_size, tcfg.seed,
                                 rank=dist.rank, world_size=dist.world_size)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"model: {describe(cfg)}: {n_params:,} parameters; device {device}; {tcfg.max_iters} "
+    print(f"model: {describe(cfg)}{f' from {args.init_from}' if args.init_from else ''}: {n_params:,} parameters; "
+          f"device {device}; {tcfg.max_iters} "
           f"iterations of {tcfg.batch_size * tcfg.grad_accum} x {cfg.block_size} tokens")
-    trainer = Trainer(model, tcfg, batches, ids["valid"], tok, data_record(args, corpus))
+    trainer = Trainer(model, tcfg, batches, ids["valid"], tok, data_record(args, corpus, gpt2_tok is not None))
     with flag_errors("--out-dir", "free some space or choose another --out-dir", kinds=(OSError,)):
         summary = run_training(trainer)
         if dist.is_main:
@@ -98,13 +136,14 @@ def cmd_train(args) -> int:
     return 0
 
 
-def data_record(args, corpus) -> dict:
+def data_record(args, corpus, pretrained_tokenizer: bool = False) -> dict:
     """How the data was made, stored in every checkpoint: eval finds the corpus again from any folder
     (paths are absolute), and --resume refuses other data (corpus_key is a hash of the text)."""
     is_file = args.corpus is not None and os.path.isfile(args.corpus)
     return {"corpus": os.path.abspath(args.corpus) if is_file else args.corpus,
             "data_dir": os.path.abspath(args.data_dir) if args.data_dir else None,
-            "tokenizer": args.tokenizer, "gpt2_dir": os.path.abspath(args.gpt2_dir) if args.gpt2_dir else None,
+            "tokenizer": "gpt2" if pretrained_tokenizer else args.tokenizer,
+            "gpt2_dir": os.path.abspath(args.gpt2_dir) if args.gpt2_dir else None, "init_from": os.path.abspath(args.init_from) if args.init_from and os.path.isdir(args.init_from) else args.init_from,
             "corpus_key": corpus.key, "corpus_name": corpus.name}
 
 
@@ -144,8 +183,8 @@ def report_run(args, corpus, ids, summary: dict, tcfg, device, t0: float) -> Non
     print(f"done in {summary['train_seconds']:.0f} s of training ({time.perf_counter() - t0:.0f} s in all). "
           f"Best checkpoint on the whole validation split: {describe_metrics(metrics)}")
     lines = []
-    for prompt in HANDOUT_PROMPTS:
-        text = complete(best, tok, prompt, max_new_tokens=args.max_new_tokens, seed=tcfg.seed)[0]
+    for k, prompt in enumerate(HANDOUT_PROMPTS):
+        text = complete(best, tok, prompt, max_new_tokens=args.max_new_tokens, seed=prompt_seed(tcfg.seed, k))[0]
         lines.append(f"{prompt!r} ->{prompt}{text}")
     atomic_write_bytes(os.path.join(args.out_dir, "samples.txt"), ("\n\n".join(lines) + "\n").encode("utf-8"))
     print("\n" + "\n\n".join(lines))
@@ -155,26 +194,28 @@ def report_run(args, corpus, ids, summary: dict, tcfg, device, t0: float) -> Non
 # -- eval ------------------------------------------------------------------------------------
 
 def cmd_eval(args) -> int:
-    with flag_errors("--device", "use --device auto or cpu"):
-        device = choose_device(args.device)
-    with flag_errors("--checkpoint", "train first (python main.py train) or fix the path",
-                     kinds=(FileNotFoundError, CheckpointError)):
-        ckpt = load_checkpoint(args.checkpoint, map_location=device)
-        model, tok = model_from_checkpoint(ckpt, device)
+    model, tok, ckpt = load_model(args)
+    extra = (ckpt or {}).get("extra") or {}
     if args.corpus or args.data_dir:          # data given on the command line
         corpus = load_corpus(args.corpus or DEFAULT_CORPUS, args.data_dir)
     else:                                     # else the data the checkpoint was trained on
-        extra = ckpt.get("extra") or {}
         corpus = load_corpus(extra.get("corpus") or DEFAULT_CORPUS, extra.get("data_dir"))
     with flag_errors("--cache-dir", "choose a folder you can write to", kinds=(OSError,)):
         ids = encode_splits(corpus, tok, args.cache_dir)[args.split]
     block = model.config.block_size
+    stride = args.stride or block
+    if stride > block:
+        raise UserError(f"--stride {stride} is longer than the model's context (block_size {block})")
     with flag_errors("--split", kinds=(ValueError,)):
-        res = evaluate(model, ids, block, args.batch_size, device)
+        res = evaluate(model, ids, block, args.batch_size, next(model.parameters()).device, stride=stride)
     m = text_metrics(res.nll, res.tokens, corpus.texts[args.split])
-    print(f"checkpoint: {args.checkpoint} (iteration {ckpt['iteration']})")
+    if ckpt is not None:
+        print(f"checkpoint: {args.checkpoint} (iteration {ckpt['iteration']})")
+    else:
+        print(f"model: {args.init_from} (pretrained weights, GPT-2's tokenizer)")
     print(f"data: {corpus.name}, split {args.split}: {m['tokens']:,} tokens, {m['words']:,} words, {m['bytes']:,} "
-          f"bytes; windows of {block} tokens with stride {block}")
+          f"bytes; windows of {block} tokens with stride {stride}"
+          + (f" (each token sees at least {block - stride} tokens of context)" if stride < block else ""))
     print(f"loss {m['loss']:.4f} nats/token")
     print(f"token perplexity {m['ppl']:.2f}")
     print(f"word-level perplexity {m['word_ppl']:.2f}")
@@ -182,11 +223,55 @@ def cmd_eval(args) -> int:
     print(f"token accuracy {res.accuracy:.4f} (argmax = next token)")
     with flag_errors("--out-dir", "choose another --out-dir", kinds=(OSError,)):
         path = os.path.join(ensure_dir(args.out_dir), f"eval-{args.split}.json")
-        record = {"checkpoint": os.path.abspath(args.checkpoint), "iteration": ckpt["iteration"],
-                  "corpus": corpus.name, "split": args.split, "stride": block, **m, "accuracy": res.accuracy}
+        record = {"checkpoint": os.path.abspath(args.checkpoint) if args.checkpoint else None,
+                  "init_from": args.init_from, "iteration": ckpt["iteration"] if ckpt else None,
+                  "corpus": corpus.name, "split": args.split, "stride": stride, **m, "accuracy": res.accuracy}
         atomic_write_bytes(path, json.dumps(record, indent=1).encode())
     print(f"wrote {path}")
     return 0
+
+
+# -- attention -------------------------------------------------------------------------------
+
+def cmd_attention(args) -> int:
+    model, tok, _ = load_model(args)
+    if not isinstance(model, GPT):
+        raise UserError(f"{args.checkpoint} holds an LSTM, which has no attention to show")
+    cfg = model.config
+    layers = chosen(args.layer, cfg.n_layer, "--layer")
+    heads = chosen(args.head, cfg.n_head, "--head")
+    ids = prompt_ids(tok, args.prompt, cfg.block_size)
+    idx = torch.tensor([ids], device=next(model.parameters()).device)
+    weights = attention_weights(model, idx)[:, 0]                                 # (n_layer, n_head, T, T)
+    weights = weights[layers][:, heads].cpu().numpy()                             # (layers, heads, T, T)
+    tokens = [visible(tok.decode([i])) for i in ids]
+    with flag_errors("--out-dir", "choose another --out-dir", kinds=(OSError,)):
+        out = ensure_dir(args.out_dir)
+        buf = io.BytesIO()
+        np.save(buf, weights)
+        atomic_write_bytes(os.path.join(out, "attention.npy"), buf.getvalue())
+        meta = {"model": args.checkpoint or args.init_from, "prompt": args.prompt, "ids": ids, "tokens": tokens,
+                "layers": layers, "heads": heads, "shape": ["layer", "head", "query", "key"]}
+        atomic_write_bytes(os.path.join(out, "attention.json"), json.dumps(meta, indent=1, ensure_ascii=False).encode())
+        plot_attention(os.path.join(out, "attention.png"), weights, tokens, layers, heads,
+                       f"{args.checkpoint or args.init_from}: attention on {args.prompt!r}")
+    print(f"{len(tokens)} tokens: {' '.join(tokens)}")
+    for r, layer in enumerate(layers):   # where each head looks from the last token, in one line per layer
+        print(f"layer {layer}: last token attends most to " + ", ".join(
+            f"h{h}:{tokens[int(weights[r, c, -1].argmax())]}" for c, h in enumerate(heads)))
+    print(f"wrote {out}/: attention.png, attention.npy ({' x '.join(map(str, weights.shape))}: layer, head, "
+          f"query, key), attention.json")
+    return 0
+
+
+def chosen(values: list[int] | None, n: int, flag: str) -> list[int]:
+    """The layers (or heads) asked for, all of them by default; out of range is a UserError."""
+    if values is None:
+        return list(range(n))
+    bad = [v for v in values if v >= n]
+    if bad:
+        raise UserError(f"{flag} {bad[0]} does not exist: the model has {n} (numbered 0..{n - 1})")
+    return values
 
 
 # -- compare ---------------------------------------------------------------------------------
@@ -296,6 +381,9 @@ def add_model_args(p):
                    help="fused attention (unless --attn-impl says otherwise); on CUDA also bf16 autocast (fp16 "
                         "where bf16 is missing), torch.compile and TF32 matmuls")
     g.add_argument("--model", choices=tuple(MODEL_KINDS), default="gpt", help="gpt (default) or the LSTM baseline")
+    g.add_argument("--init-from", metavar="gpt2|gpt2-medium|gpt2-large|gpt2-xl|DIR", default=None,
+                   help="fine-tune pretrained GPT-2 weights (through transformers; a folder saved with "
+                        f"save_pretrained works offline) with GPT-2's tokenizer; --lr defaults to {FINE_TUNE_LR:g}")
     g.add_argument("--n-hidden", type=positive_int, default=512, help="LSTM hidden size (default 512)")
 
 
@@ -333,7 +421,7 @@ def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="main.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
     for add in (add_train_command, add_compare_command, add_sample_command, add_eval_command,
-                add_experiments_command, add_params_command):
+                add_attention_command, add_experiments_command, add_params_command):
         add(sub)
     return p
 
@@ -362,9 +450,13 @@ def add_compare_command(sub):
 
 def add_sample_command(sub):
     s = sub.add_parser("sample", help="complete prompts from a checkpoint",
-                       description="Complete prompts from a checkpoint (same flags as generate.py).")
+                       description="Complete prompts from a checkpoint or GPT-2 (same flags as generate.py). "
+                                   "Several --temperature / --top-p / --top-k values run every combination with "
+                                   "the same seed, and --compare adds a second model: samples.md and "
+                                   "samples.json hold them side by side.")
     add_sampling_args(s)
-    s.add_argument("--out-dir", default="runs/sample", help="where samples.txt goes (default runs/sample)")
+    s.add_argument("--out-dir", default="runs/sample",
+                   help="where samples.txt (and samples.md, samples.json, distribution-K.png) go (default runs/sample)")
     s.set_defaults(func=run_sampling)
 
 
@@ -372,7 +464,10 @@ def add_eval_command(sub):
     e = sub.add_parser("eval", help="perplexity and bits per byte of a checkpoint",
                        description="Token loss, token perplexity, word-level perplexity and bits per byte of a "
                                    "checkpoint on a whole split; also written to OUT_DIR/eval-SPLIT.json.")
-    e.add_argument("--checkpoint", required=True)
+    add_source_args(e)
+    e.add_argument("--stride", type=positive_int, default=None,
+                   help="windows start every S tokens and score only their new tokens, so each token has at "
+                        "least block_size - S tokens of context (default block_size: non-overlapping windows)")
     e.add_argument("--split", choices=SPLITS, default="valid")
     e.add_argument("--corpus", default=None, help="default: the checkpoint's training corpus")
     e.add_argument("--data-dir", default=None, help="default: the checkpoint's training data folder")
@@ -381,6 +476,20 @@ def add_eval_command(sub):
     e.add_argument("--cache-dir", default="runs/cache")
     e.add_argument("--out-dir", default="runs/eval", help="where eval-SPLIT.json goes (default runs/eval)")
     e.set_defaults(func=cmd_eval)
+
+
+def add_attention_command(sub):
+    a = sub.add_parser("attention", help="attention maps of a prompt (every layer and head)",
+                       description="Draw the causal attention weights of a prompt, one map per layer and head "
+                                   "(queries down, keys across, decoded tokens on both axes): attention.png, "
+                                   "the weights as attention.npy (layer, head, query, key) and attention.json.")
+    add_source_args(a)
+    a.add_argument("--prompt", default=" The best way to learn", help="text to look at (default %(default)r)")
+    a.add_argument("--layer", type=non_negative_int, nargs="+", default=None, help="layers to show (default all)")
+    a.add_argument("--head", type=non_negative_int, nargs="+", default=None, help="heads to show (default all)")
+    a.add_argument("--device", default="auto")
+    a.add_argument("--out-dir", default="runs/attention", help="output folder (default runs/attention)")
+    a.set_defaults(func=cmd_attention)
 
 
 def add_experiments_command(sub):

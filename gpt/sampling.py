@@ -53,6 +53,14 @@ def next_token(logits: torch.Tensor, temperature: float = 1.0, do_sample: bool =
     """
     if not do_sample:
         return torch.argmax(logits, dim=-1)
+    probs = torch.softmax(sampling_logits(logits, temperature, top_k, top_p), dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+
+
+def sampling_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
+                    top_p: float | None = None) -> torch.Tensor:
+    """The logits (B, V) that sampling draws from: divided by the temperature, then the top-k, then the
+    top-p nucleus kept (the rest -inf). Their softmax is the distribution `next_token` samples."""
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0 when sampling, got {temperature} (use do_sample=False for greedy)")
     logits = logits / temperature
@@ -60,8 +68,7 @@ def next_token(logits: torch.Tensor, temperature: float = 1.0, do_sample: bool =
         logits = filter_top_k(logits, top_k)
     if top_p is not None and top_p < 1.0:
         logits = filter_top_p(logits, top_p)
-    probs = torch.softmax(logits, dim=-1)
-    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+    return logits
 
 
 def generate(model, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,

@@ -128,15 +128,16 @@ class EvalResult:
 
 def evaluate(model: nn.Module, ids: np.ndarray, block_size: int, batch_size: int,
              device: torch.device | str = "cpu", max_batches: int | None = None,
-             precision: str = "fp32") -> EvalResult:
+             precision: str = "fp32", stride: int | None = None) -> EvalResult:
     """Perplexity (and token accuracy) of the whole stream `ids` (or of its first max_batches
-    batches), walking it once in windows of block_size with stride block_size (gpt.windows.eval_windows).
+    batches), walking it once in windows of block_size with stride `stride` (default block_size;
+    gpt.windows.eval_windows).
 
     Perplexity is exp(total NLL / total predicted tokens) over the split, never a mean of per-batch
     perplexities or losses: batches hold different numbers of real tokens (the last is padded).
     """
     device = torch.device(device)
-    windows = itertools.islice(eval_windows(ids, block_size, batch_size), max_batches)
+    windows = itertools.islice(eval_windows(ids, block_size, batch_size, stride), max_batches)
     with evaluation_mode(model):
         nll, tokens, correct = nll_sums(model, windows, device, autocast_context(device, precision))
     return EvalResult.from_sums(nll, tokens, correct)

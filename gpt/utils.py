@@ -8,6 +8,7 @@ import json
 import os
 import random
 import shutil
+import socket
 import tempfile
 
 import torch
@@ -143,6 +144,15 @@ def choose_device(name: str = "auto") -> torch.device:
     if name not in ("cpu", "mps") and not name.startswith("cuda"):
         raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps")
     return torch.device(name)
+
+
+def network_available(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    """Whether `host` answers on port 443 within `timeout` seconds (so downloads can be tried)."""
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
 
 
 def enable_tf32() -> None:

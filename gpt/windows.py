@@ -1,7 +1,8 @@
 """Token-id streams -> windows -> batches: what the trainer and the evaluation read.
 
 A split is one stream of token ids. Training cuts it into windows of block_size + 1 tokens and takes
-random batches of them (WindowBatches); evaluation walks the whole stream once (eval_windows).
+random batches of them (WindowBatches); evaluation walks the whole stream once (eval_windows), in
+non-overlapping windows or, with a smaller stride, overlapping ones that give every token more context.
 """
 
 from __future__ import annotations
@@ -50,23 +51,41 @@ class WindowBatches:
         return windows[:, :-1], windows[:, 1:]
 
 
-def eval_windows(ids: np.ndarray, block_size: int, batch_size: int):
-    """Walk the whole stream once: windows start at 0, block_size, 2*block_size, ... (stride
-    block_size, so each token is predicted exactly once, with 0..block_size-1 tokens of context).
+def eval_windows(ids: np.ndarray, block_size: int, batch_size: int, stride: int | None = None):
+    """Walk the whole stream once, predicting each token exactly once.
+
+    Windows of up to block_size tokens start at 0, stride, 2*stride, ... Each window scores (mask 1)
+    only the targets no earlier window scored: all of the first window, the last `stride` positions
+    of the next ones. With stride = block_size (the default) the windows do not overlap and a token
+    has 0..block_size-1 tokens of context; a smaller stride gives every scored token at least
+    block_size - stride of context (stride 1: exactly block_size - 1 once past the start), at the
+    cost of block_size / stride times more computation (the Hugging Face perplexity guide's method).
     The last window may be shorter; it is padded and its padding masked out.
 
-    Yields (x, y, mask), each (B, block_size), mask 1 where y is a real next token.
+    Yields (x, y, mask), each (B, block_size), mask 1 where y is a real next token scored here.
     """
-    n_pred = len(ids) - 1
-    starts = list(range(0, n_pred, block_size))
-    for i in range(0, len(starts), batch_size):
-        chunk = starts[i:i + batch_size]
+    stride = block_size if stride is None else stride
+    if not 1 <= stride <= block_size:
+        raise ValueError(f"stride must be between 1 and block_size={block_size}, got {stride}")
+    windows = list(_strided(len(ids) - 1, block_size, stride))
+    for i in range(0, len(windows), batch_size):
+        chunk = windows[i:i + batch_size]
         x = np.zeros((len(chunk), block_size), dtype=np.int64)
         y = np.zeros((len(chunk), block_size), dtype=np.int64)
         m = np.zeros((len(chunk), block_size), dtype=np.float32)
-        for r, s in enumerate(chunk):
-            n = min(block_size, n_pred - s)
+        for r, (s, n, first) in enumerate(chunk):
             x[r, :n] = ids[s:s + n]
             y[r, :n] = ids[s + 1:s + n + 1]
-            m[r, :n] = 1.0
+            m[r, first:n] = 1.0
         yield torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(m)
+
+
+def _strided(n_pred: int, block_size: int, stride: int):
+    """(start, length, first scored position) of each window over n_pred predictions."""
+    scored = 0                                  # predictions 0..scored-1 are already counted
+    for s in range(0, n_pred, stride):
+        n = min(block_size, n_pred - s)         # this window predicts targets s..s+n-1
+        yield s, n, scored - s
+        scored = s + n
+        if scored == n_pred:
+            break

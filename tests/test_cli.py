@@ -133,8 +133,8 @@ def _has_cuda() -> bool:
 
 
 def test_help_for_every_command():
-    for cmd in ("train", "compare", "sample", "eval", "experiments", "params"):
+    for cmd in ("train", "compare", "sample", "eval", "attention", "experiments", "params"):
         proc = run("main.py", cmd, "--help")
         # --out-dir only where the command writes files
-        assert ("--out-dir" in proc.stdout) == (cmd in ("train", "sample", "eval", "experiments")), cmd
+        assert ("--out-dir" in proc.stdout) == (cmd in ("train", "sample", "eval", "attention", "experiments")), cmd
     assert "--checkpoint" in run("generate.py", "--help").stdout
