@@ -206,7 +206,7 @@ w bytes per value (Korthikanti et al. 2022: 34sbh + 5as^2b at w = 2; the a*s*s*b
 stored T x T attention, absent with the fused kernel); logits: the fp32 log-softmax b*s*V*4, and
 its gradients b*s*V*8 when backward starts.
 peak = weights + optimizer + max(copies + activations + logits + logit gradients, gradients), on CUDA.
-See gpt/sizing.py estimate_training_memory; benchmarks/memory.py measures a real step against it."""
+See gpt/sizing.py estimate_training_memory (checked against PyTorch's memory profiler in the kit's tests)."""
 
 
 def memory_report(name: str, cfg, batch_size: int, seq_len: int | None, optimizer: str) -> str:

@@ -134,6 +134,25 @@ def pytest_collectreport(report):
         _COLLECT_ERRORS.append({"name": f"collecting {report.nodeid or 'tests'}", "output": report.longreprtext[-2000:]})
 
 
+def score_line(state) -> str:
+    """'score 93 of 88 points (88 of 88, plus 5 of 5 extra credit)' over the graded tests that ran."""
+    regular = [e for e in state["tests"].values() if e["info"]["max_score"] > 0]
+    extra = [e for e in state["tests"].values() if e["info"]["max_score"] == 0]
+    got = sum(e["info"]["points"] for e in regular if e["passed"])
+    got_extra = sum(e["info"]["points"] for e in extra if e["passed"])
+    total = sum(e["info"]["max_score"] for e in regular)
+    line = f"score {got + got_extra:g} of {total:g} points"
+    if extra:
+        line += f" ({got:g} of {total:g}, plus {got_extra:g} of {sum(e['info']['points'] for e in extra):g} extra credit)"
+    return line
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    state = getattr(config, "_gradescope", None)
+    if state and state["tests"]:
+        terminalreporter.write_line(f"graded tests: {score_line(state)}", bold=True)
+
+
 def pytest_sessionfinish(session, exitstatus):
     path = session.config.getoption("--gradescope-results")
     if not path:
@@ -153,7 +172,8 @@ def pytest_sessionfinish(session, exitstatus):
                       "visibility": "visible"})
     result = {"score": sum(t["score"] for t in tests),
               "execution_time": round(time.time() - state["start"], 2),
-              "output": f"{sum(t['status'] == 'passed' for t in tests)} of {len(tests)} graded tests passed",
+              "output": f"{sum(t['status'] == 'passed' for t in tests)} of {len(tests)} graded tests passed; "
+                        + score_line(state),
               "tests": tests}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp"

@@ -135,6 +135,11 @@ def test_every_graded_test_fails_on_the_skeleton(handout):
     assert res["score"] == 0
     assert res["tests"] and all(t["status"] == "failed" for t in res["tests"])
     assert all("Not implemented yet: TODO(" in t["output"] for t in res["tests"]), [t["output"] for t in res["tests"]]
+    public = sum(t["max_score"] for t in res["tests"])
+    extra = 5   # the extra-credit test's points (a failed one shows max_score 0 and score 0)
+    assert res["output"].endswith(f"score 0 of {public:g} points (0 of {public:g}, plus 0 of {extra:g} extra credit)")
+    full = f"score {public + extra:g} of {public:g} points ({public:g} of {public:g}, plus {extra:g} of {extra:g} extra"
+    assert full in " ".join((handout / "README.md").read_text().split()), "the README's example score line is right"
 
 
 def test_solution_gets_full_points_and_matches_hw5_total():
