@@ -324,19 +324,14 @@ def test_tokens_per_second_is_total_tokens_over_total_time(small_data, tmp_path)
 
 # -- permissions, full disk, read-only folders ---------------------------------------------------
 
-def test_outputs_honour_the_umask(tmp_path):
-    old = os.umask(0o027)
+@pytest.mark.parametrize("umask, mode", [(0o027, 0o640), (0o022, 0o644)])
+def test_outputs_honour_the_umask(tmp_path, umask, mode):
+    old = os.umask(umask)
     try:
-        atomic_write_bytes(tmp_path / "shared.bin", b"x")
+        atomic_write_bytes(tmp_path / "out.bin", b"x")
     finally:
         os.umask(old)
-    assert stat.S_IMODE(os.stat(tmp_path / "shared.bin").st_mode) == 0o640
-    old = os.umask(0o022)
-    try:
-        atomic_write_bytes(tmp_path / "public.bin", b"x")
-    finally:
-        os.umask(old)
-    assert stat.S_IMODE(os.stat(tmp_path / "public.bin").st_mode) == 0o644
+    assert stat.S_IMODE(os.stat(tmp_path / "out.bin").st_mode) == mode
 
 
 def test_a_read_only_cache_dir_is_one_error_line(small_data, tmp_path):
