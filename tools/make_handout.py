@@ -39,6 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+import levels  # noqa: E402
 
 # What students receive (globs relative to the repository root); missing entries are skipped.
 HANDOUT_FILES = ["gpt/*.py", "main.py", "generate.py", "data.py", "sbatch.sh", "hw5.md", "README.md",
@@ -207,12 +209,9 @@ def verify(out_dir: Path, stripped: list[Region], todos_listed: list[str]) -> No
         missing = missing_paths(out_dir, (out_dir / doc).read_text(encoding="utf-8"))
         if missing:
             raise HandoutError(f"the handout's {doc} names {', '.join(missing)}, which the handout does not have")
-    hw5 = ROOT / "hw5.md"
-    if hw5.exists():
-        listed = hw5.read_text(encoding="utf-8")
-        missing = [t for t in todos_listed if f"`{t}`" not in listed]
-        if missing:
-            raise HandoutError(f"hw5.md does not list the TODO ids {missing}; add them to its TODO table")
+    missing = [t for t in todos_listed if t not in levels.BY_ID]
+    if missing:
+        raise HandoutError(f"tools/levels.py does not list the TODO ids {missing}; add them to its TODOS")
 
 
 # A folder name ends at a space or punctuation: "tests/graded/" is one, the "J_t/" of "∂J_t/∂h_i" is not.
