@@ -10,6 +10,9 @@ per call into the student's code, default 30, and `extra_credit=True`: the point
     pytest -m graded                              run only graded tests (any test with a points mark)
     pytest -m graded --todo attention-forward     only the graded tests of one TODO (or several, comma-separated)
 
+In a handout, tests/graded/level.json (written by tools/make_handout.py) names the level's TODOs: only
+their graded tests run, so the score's maximum is the level's.
+
 results.json lists every graded test (name, number, score, max_score, status, output, visibility)
 plus the total score and execution time. A test that raises, hangs past its timeout, or cannot
 even be collected (e.g. a syntax error in a student's file) scores 0 with the reason as output.
@@ -40,16 +43,38 @@ def pytest_configure(config):
     config._gradescope = {"start": time.time(), "tests": {}, "collect_errors": []}
 
 
+# Written by tools/make_handout.py into a handout: {"level": ..., "todos": [...]}. Only the graded tests of
+# those TODOs run (the other TODOs' code is given, so their tests would add points the level does not have).
+LEVEL_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "graded", "level.json")
+
+
+def level_todos():
+    """The TODO ids of the handout's level, or None in the solution repository (every graded test runs)."""
+    if not os.path.exists(LEVEL_FILE):
+        return None
+    with open(LEVEL_FILE, encoding="utf-8") as f:
+        return set(json.load(f)["todos"])
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("points"):
             item.add_marker(pytest.mark.graded)
     wanted = config.getoption("--todo")
-    if wanted:
-        wanted = set(wanted.split(","))
-        keep = [i for i in items if (m := i.get_closest_marker("points")) and m.kwargs.get("todo") in wanted]
-        config.hook.pytest_deselected(items=[i for i in items if i not in keep])
-        items[:] = keep
+    wanted = set(wanted.split(",")) if wanted else None
+    level = level_todos()
+    if wanted is None and level is None:
+        return
+
+    def runs(item):
+        mark = item.get_closest_marker("points")
+        if mark is None:
+            return wanted is None          # with --todo, only graded tests
+        todo = mark.kwargs.get("todo")
+        return (wanted is None or todo in wanted) and (level is None or todo in level)
+    keep = [i for i in items if runs(i)]
+    config.hook.pytest_deselected(items=[i for i in items if i not in keep])
+    items[:] = keep
 
 
 def _points(item):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "tools"))
+import levels  # noqa: E402
 import make_handout  # noqa: E402
 from make_handout import HandoutError, find_regions, strip_markdown, strip_python  # noqa: E402
 
@@ -130,29 +132,62 @@ def test_the_score_command_of_the_readme_works_twice(handout):
     (handout / "results.json").unlink()
 
 
-def test_every_graded_test_fails_on_the_skeleton(handout):
-    res = graded_results(handout)
+def level_handout(tmp_path_factory, level: str, todos: str | None = None):
+    out = tmp_path_factory.mktemp(f"{level}-{todos or 'skeleton'}") / "hw5"
+    proc = run(["tools/make_handout.py", str(out), "--level", level] + (["--todos", todos] if todos else []))
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def expected_score_line(level: str, got_public, got_extra) -> str:
+    t = levels.totals(level, "")
+    line = f"score {got_public + got_extra:g} of {t['public']:g} points"
+    if t["extra"]:
+        line += f" ({got_public:g} of {t['public']:g}, plus {got_extra:g} of {t['extra']:g} extra credit)"
+    return line
+
+
+@pytest.mark.parametrize("level", list(levels.LEVELS))
+def test_every_graded_test_of_the_level_fails_on_its_skeleton(tmp_path_factory, level):
+    """The level's handout: exactly its TODOs' graded tests run, each fails on a TODO, the score is 0."""
+    out = level_handout(tmp_path_factory, level)
+    res = graded_results(out)
     assert res["score"] == 0
     assert res["tests"] and all(t["status"] == "failed" for t in res["tests"])
     assert all("Not implemented yet: TODO(" in t["output"] for t in res["tests"]), [t["output"] for t in res["tests"]]
-    public = sum(t["max_score"] for t in res["tests"])
-    extra = 5   # the extra-credit test's points (a failed one shows max_score 0 and score 0)
-    assert res["output"].endswith(f"score 0 of {public:g} points (0 of {public:g}, plus 0 of {extra:g} extra credit)")
-    full = f"score {public + extra:g} of {public:g} points ({public:g} of {public:g}, plus {extra:g} of {extra:g} extra"
-    assert full in " ".join((handout / "README.md").read_text().split()), "the README's example score line is right"
+    ran = {t["name"].split("]")[0][1:] for t in res["tests"]}
+    assert ran == set(levels.level_todos(level)), "every TODO of the level has graded tests, and no other TODO's run"
+    t = levels.totals(level, "")
+    assert sum(x["max_score"] for x in res["tests"]) == t["public"]
+    assert res["output"].endswith(expected_score_line(level, 0, 0))
+    full = expected_score_line(level, t["public"], t["extra"])
+    readme = " ".join((out / "README.md").read_text().split())
+    assert full in readme and f"the **{level}** level" in readme, "the README names the level and its full score"
+    hw5 = (out / "hw5.md").read_text()
+    listed = re.findall(r"^\| `([a-z0-9-]+)` \|", hw5, re.M)
+    assert listed == levels.level_todos(level), "hw5.md's TODO table lists exactly the level's TODOs"
+    assert f"The public tests are worth **{t['public']:g} points**" in hw5
 
 
-def test_solution_gets_full_points_and_matches_hw5_total():
+@pytest.mark.parametrize("level", ["intro", "advanced"])
+def test_the_solution_scores_full_on_the_level(tmp_path_factory, level):
+    """The level's handout with every solution kept scores the level's maximum (plus its extra credit).
+    (The standard level's is test_the_solution_scores_full_through_run_autograder.)"""
+    out = level_handout(tmp_path_factory, level, todos="none")
+    res = graded_results(out)
+    t = levels.totals(level, "")
+    assert all(x["status"] == "passed" for x in res["tests"]), [x["name"] for x in res["tests"] if x["status"] != "passed"]
+    assert res["score"] == t["public"] + t["extra"] and res["output"].endswith(expected_score_line(level, t["public"], t["extra"]))
+
+
+def test_solution_gets_full_points():
     res = graded_results(ROOT)
     total = sum(t["max_score"] for t in res["tests"])
-    assert res["score"] == total + 5 and all(t["status"] == "passed" for t in res["tests"])   # + extra credit
-    hw5 = (ROOT / "hw5.md").read_text()
+    extra = sum(m.points for m in levels.graded_points() if m.extra_credit)
+    assert res["score"] == total + extra and all(t["status"] == "passed" for t in res["tests"])   # + extra credit
     assert any(t["max_score"] == 0 < t["score"] for t in res["tests"]), "extra credit counts beyond the maximum"
-    public = sum(t["max_score"] for t in res["tests"] if t["visibility"] == "visible")
-    assert f"**{public:g} points**" in hw5, "hw5.md states the public total"
-    for todo in make_handout.all_todo_ids():
-        pts = sum(t["score"] for t in res["tests"] if t["name"].startswith(f"[{todo}]") and t["visibility"] == "visible")
-        assert f"| `{todo}` |" in hw5 and f"| {pts:g} |" in hw5, f"hw5.md lists {todo} with its {pts} points"
+    assert {t["name"].split("]")[0][1:] for t in res["tests"]} == set(make_handout.all_todo_ids()), \
+        "every TODO region has graded tests"
 
 
 def test_todos_option_strips_only_the_chosen_regions(tmp_path):

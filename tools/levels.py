@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import re
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,14 +73,17 @@ _STANDARD = ("bpe-count-pairs", "bpe-merge", "bpe-encode-word", "attention-mask"
              "perplexity", "train-step", "lstm-forward", "logit-bias-recovery")
 LEVELS = {
     "intro": Level("intro", ("attention-mask", "attention-forward", "sample-top-p"),
-                   "the causal mask and the attention forward pass of the transformer, and nucleus sampling"),
+                   "the causal mask and the forward pass of the self-attention at the heart of the transformer, "
+                   "and nucleus (top-p) sampling"),
     "standard": Level("standard", _STANDARD,
-                      "the tokenizer's merges, causal attention, nucleus sampling, perplexity, the training step, "
-                      "an LSTM baseline, and an extra-credit puzzle"),
+                      "the byte-pair encoding tokenizer that turns text into integers, the causal self-attention at "
+                      "the heart of the transformer, nucleus sampling, the evaluation and the training step, and an "
+                      "LSTM baseline to compare against"),
     "advanced": Level("advanced", _STANDARD,
-                      "nearly everything: the tokenizer and its training loop, LayerNorm, GELU, the MLP, the block, "
-                      "the GPT's forward pass and loss, the KV cache, attention, sampling, AdamW, the schedule, "
-                      "gradient clipping, perplexity, the training step and an LSTM baseline"),
+                      "nearly all of it: the byte-pair encoding tokenizer and its training loop, LayerNorm, GELU, the "
+                      "MLP, the transformer block, the causal self-attention, the GPT's forward pass and loss, the "
+                      "KV cache, nucleus sampling, AdamW, the learning-rate schedule, gradient clipping, evaluation, "
+                      "the training step, and an LSTM baseline"),
 }
 DEFAULT_LEVEL = "standard"
 
@@ -126,3 +130,187 @@ def points_by_todo(todos, marks=None) -> dict[str, dict[str, float]]:
         if m.todo in out:
             out[m.todo]["hidden" if m.hidden else "public"] += m.points
     return out
+
+
+def level_files(level: str) -> list[str]:
+    """The files a student of this level edits and submits (those holding its TODOs)."""
+    return list(dict.fromkeys(BY_ID[t].file for t in level_todos(level)))
+
+
+# -- hw5.md for a level ---------------------------------------------------------------------------
+
+LEVEL_BLOCK = re.compile(r"^<!-- LEVELS ([a-z,]+) -->\n(.*?)^<!-- END LEVELS -->\n", re.S | re.M)
+GENERATED = re.compile(r"^<!-- BEGIN GENERATED ([a-z-]+) -->\n(.*?)^<!-- END GENERATED -->\n", re.S | re.M)
+HEADING = re.compile(r"\*\*([QRE])(\d+) \((?:extra credit, )?(\d+) points?\)\.\*\*")
+LABEL = re.compile(r"(?<![\w-])([QRE])(\d+)(?!\d)")
+
+
+class LevelError(Exception):
+    pass
+
+
+def _keep_level_blocks(text: str, level: str) -> str:
+    def pick(m):
+        names = m.group(1).split(",")
+        unknown = set(names) - set(LEVELS)
+        if unknown:
+            raise LevelError(f"hw5.md: <!-- LEVELS {m.group(1)} --> names unknown levels {sorted(unknown)}")
+        return m.group(2) if level in names else ""
+    return LEVEL_BLOCK.sub(pick, text)
+
+
+def _renumber(text: str, full: str) -> str:
+    """Number the questions that are left Q1, Q2, ... (R and E alike) and rewrite references to them;
+    a reference to a question of the full hw5.md (`full`) that this level left out is an error."""
+    everything = {(m.group(1), int(m.group(2))) for m in HEADING.finditer(full)}
+    kept = [(m.group(1), int(m.group(2))) for m in HEADING.finditer(text)]
+    mapping = {}
+    for kind in "QRE":
+        mapping.update({key: i for i, key in enumerate([k for k in kept if k[0] == kind], start=1)})
+
+    def fix(m):
+        key = (m.group(1), int(m.group(2)))
+        if key in mapping:
+            return f"{key[0]}{mapping[key]}"
+        if key in everything:
+            line = text[:m.start()].count("\n") + 1
+            raise LevelError(f"hw5.md (this level's line {line}) refers to {key[0]}{key[1]}, which the level leaves out")
+        return m.group(0)
+    return LABEL.sub(fix, text)
+
+
+def question_points(text: str) -> dict[str, list[tuple[str, int]]]:
+    """{"Q": [("Q1", 2), ...], "R": [...], "E": [...]} from the bold headings of a level's hw5.md."""
+    out = {"Q": [], "R": [], "E": []}
+    for m in HEADING.finditer(text):
+        out[m.group(1)].append((m.group(1) + m.group(2), int(m.group(3))))
+    return out
+
+
+def _span(labels: list[str]) -> str:
+    return f"{labels[0]}-{labels[-1]}" if len(labels) > 1 else (labels[0] if labels else "none")
+
+
+def totals(level: str, text: str, marks=None) -> dict:
+    """The level's points: graded code (public, hidden, extra credit) and written (Q, R, E)."""
+    marks = graded_points() if marks is None else marks
+    todos = set(level_todos(level))
+    code = {"public": 0.0, "hidden": 0.0, "extra": 0.0}
+    for m in marks:
+        if m.todo in todos:
+            code["extra" if m.extra_credit else "hidden" if m.hidden else "public"] += m.points
+    q = question_points(text)
+    written = {k: sum(p for _, p in v) for k, v in q.items()}
+    total = code["public"] + code["hidden"] + written["Q"] + written["R"]
+    return {**code, **written, "total": total, "labels": {k: [l for l, _ in v] for k, v in q.items()}}
+
+
+def _fill(text: str, first: str = "", rest: str = "") -> str:
+    return textwrap.fill(text, width=104, initial_indent=first, subsequent_indent=rest, break_on_hyphens=False)
+
+
+def _n(x: float) -> str:
+    return f"{x:g}"
+
+
+def render(name: str, level: str, text: str, marks=None) -> str:
+    """The content of the generated block `name` of hw5.md for `level` (text: the level's hw5.md)."""
+    lv, t = LEVELS[level], totals(level, text, marks)
+    todos = level_todos(level)
+    extra_todos = [i for i in todos if any(m.todo == i and m.extra_credit for m in (marks or graded_points()))]
+    if name == "opening":
+        return _fill(f"In this homework you write the key pieces of a small GPT language model yourself: {lv.what}. "
+                     "Then you train it on WikiText-2, on a laptop and on a GPU cluster, and you sample from it.") + "\n"
+    if name == "score":
+        lines = [f"**Score.** The whole homework is worth {_n(t['total'])} points"
+                 + (f", plus up to {_n(t['extra'] + t['E'])} points of extra credit:" if t["extra"] + t["E"] else ":"),
+                 "", "| part | where | points |", "| --- | --- | --- |",
+                 f"| code, public tests | section 2 (run them yourself) | {_n(t['public'])} |",
+                 f"| code, hidden tests | run by the autograder on the same TODOs | {_n(t['hidden'])} |",
+                 f"| written questions | section 4, {_span(t['labels']['Q'])} | {_n(t['Q'])} |",
+                 f"| results of your runs | section 5, {_span(t['labels']['R'])} | {_n(t['R'])} |",
+                 f"| **total** | | **{_n(t['total'])}** |"]
+        if t["extra"]:
+            lines.append(f"| extra credit, code | TODO {', '.join(f'`{i}`' for i in extra_todos)} | +{_n(t['extra'])} |")
+        if t["E"]:
+            lines.append(f"| extra credit, written | section 4, {_span(t['labels']['E'])} | +{_n(t['E'])} |")
+        return "\n".join(lines) + "\n"
+    if name == "todos":
+        pts = points_by_todo(todos, marks)
+        rows = ["| TODO | file | function | points | needs |", "| --- | --- | --- | --- | --- |"]
+        for i in todos:
+            td = BY_ID[i]
+            rows.append(f"| `{i}` | {td.file} | {td.function} | {_n(pts[i]['public'])} |" + (f" {td.needs} |" if td.needs else " |"))
+        intro = ("Each TODO is a marked block in the code, `raise NotImplementedError(\"TODO(<id>)\")`, with\n"
+                 "instructions in the comment right above it (shapes and hints). Work in this order; the public\n"
+                 f"tests tell you when each part is right. The public tests are worth **{_n(t['public'])} points**; "
+                 f"the autograder\nalso runs {_n(t['hidden'])} points of hidden tests on the same TODOs with inputs "
+                 "you have not seen.")
+        if t["extra"]:
+            intro += f" The\nextra-credit TODO adds up to {_n(t['extra'])} points beyond the total."
+        hints = [_fill(BY_ID[i].hint, "- ", "  ") for i in todos if BY_ID[i].hint]
+        return "\n".join([intro, "", *rows, "",
+                          "A test whose TODO needs another one says so when it fails (\"this test of TODO(a) needs\n"
+                          "TODO(b) first\"). The tests run your code in a separate process and compare what it\n"
+                          "returns; `print` output from your code shows with `python -m pytest -s`.",
+                          "", "Hints that save time:", *hints]) + "\n"
+    if name == "written-points":
+        line = f"Answer briefly; show your work for the computations. Points are in parentheses: {_n(t['Q'])} in all"
+        if t["E"]:
+            line += f", and {_n(t['E'])} of extra credit ({', '.join(t['labels']['E'])})"
+        return _fill(line + ".") + "\n"
+    if name == "runs-points":
+        return f"Include the numbers, plots and samples asked for; points are in parentheses ({_n(t['R'])} in all).\n"
+    if name == "submit":
+        files = level_files(level)
+        regular = [f for f in files if not all(BY_ID[i].file != f or i in extra_todos for i in todos)]
+        extra = [f for f in files if f not in regular]
+        listed = ", ".join(f"`{f}`" for f in regular) + (
+            f" and, for the extra credit, {', '.join(f'`{f}`' for f in extra)}" if extra else "")
+        written = "section 4" + (f" (extra credit {' and '.join(t['labels']['E'])} included)" if t["E"] else "")
+        return (f"- To the **code** assignment on Gradescope: {listed} (upload the files; folders are optional). "
+                "The autograder runs the public tests\n  and the hidden ones.\n"
+                f"- To the **written** assignment: one PDF with your answers to {written}, and the numbers, plots "
+                "and samples asked for in section 5.\n")
+    raise LevelError(f"hw5.md has a generated block named {name!r}; tools/levels.py knows no such block")
+
+
+def hw5_for_level(text: str, level: str, keep_markers: bool = False, marks=None) -> str:
+    """hw5.md as the level's students read it: its blocks only, questions renumbered, tables generated.
+    keep_markers: leave the LEVELS blocks and GENERATED markers in (the solution's own hw5.md)."""
+    if level not in LEVELS:
+        raise LevelError(f"unknown level {level!r}; the levels are {', '.join(LEVELS)}")
+    empty = lambda t: GENERATED.sub(lambda m: f"<!-- BEGIN GENERATED {m.group(1)} -->\n<!-- END GENERATED -->\n", t)
+    view = _renumber(empty(_keep_level_blocks(text, level)), text)   # generated blocks are filled below
+    body = empty(text) if keep_markers else view
+    marks = graded_points() if marks is None else marks
+
+    def fill(m):
+        content = render(m.group(1), level, view, marks)
+        return f"<!-- BEGIN GENERATED {m.group(1)} -->\n{content}<!-- END GENERATED -->\n" if keep_markers else content
+    return GENERATED.sub(fill, body)
+
+
+def main(argv=None) -> int:
+    import argparse
+    import sys
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--update", action="store_true", help="rewrite hw5.md's generated blocks (standard level)")
+    ap.add_argument("--show", metavar="LEVEL", help="print hw5.md as LEVEL's students get it (answers kept)")
+    args = ap.parse_args(argv)
+    path = ROOT / "hw5.md"
+    try:
+        if args.show:
+            sys.stdout.write(hw5_for_level(path.read_text(encoding="utf-8"), args.show))
+        if args.update:
+            path.write_text(hw5_for_level(path.read_text(encoding="utf-8"), DEFAULT_LEVEL, keep_markers=True),
+                            encoding="utf-8")
+            print(f"updated the generated blocks of {path.relative_to(ROOT)}")
+    except LevelError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,6 +1,11 @@
 """Make the student handout (and the Gradescope autograder) from this solution repository.
 
-    python tools/make_handout.py OUT_DIR [--todos all|id1,id2] [--zip] [--autograder]
+    python tools/make_handout.py OUT_DIR [--level intro|standard|advanced] [--todos all|id1,id2] [--zip] [--autograder]
+
+--level (default standard; tools/levels.py defines the levels) chooses the assignment: which TODOs are
+stripped, the hw5.md its students read (its questions, its TODO table, hints and score table, generated
+by tools/levels.py) and the graded tests that count (tests/graded/level.json lists the level's TODOs;
+the pytest plugin runs only theirs). --todos strips another set of regions (any TODO ids, or all).
 
 OUT_DIR receives what students get: the package, main.py, generate.py, data.py, sbatch.sh, hw5.md,
 requirements.txt, README.md and the public graded tests. In the Python files every region
@@ -11,7 +16,7 @@ requirements.txt, README.md and the public graded tests. In the Python files eve
         ### END SOLUTION
 
 becomes `raise NotImplementedError("TODO(some-id)")` at the region's indentation (instructions kept).
-With --todos only the listed regions become exercises; the others keep their solution. In Markdown
+Regions of other TODOs keep their solution. In Markdown
 files, <!-- BEGIN SOLUTION --> ... <!-- END SOLUTION --> blocks are removed. Hidden tests
 (tests/graded/test_hidden_*.py) and the developer tests are left out.
 
@@ -29,11 +34,13 @@ file and line.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import textwrap
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,8 +56,8 @@ HANDOUT_FILES = ["gpt/*.py", "main.py", "generate.py", "data.py", "sbatch.sh", "
 HIDDEN_TESTS = "test_hidden_*.py"
 # The handout's README is its own (the repository's README is the instructor's).
 STUDENT_README = ROOT / "tools" / "handout" / "README.md"
-# The files a student edits and submits (run_autograder copies these from the submission).
-SUBMITTED = ["gpt/bpe.py", "gpt/model.py", "gpt/sampling.py", "gpt/trainer.py", "gpt/lstm.py", "gpt/extras.py"]
+# The level's TODOs, for the pytest plugin (tests/gradescope_plugin.py): only their graded tests count.
+LEVEL_FILE = "tests/graded/level.json"
 # What the autograder's trusted grading process holds (the rest of the skeleton is the student's folder).
 GRADER_FILES = ["tests", "pytest.ini"]
 
@@ -154,8 +161,10 @@ def all_todo_ids() -> list[str]:
     return list(dict.fromkeys(ids))
 
 
-def build(out_dir: Path, todos: set[str] | None, include_hidden: bool = False) -> list[Region]:
-    """Write the skeleton into out_dir; returns the regions that were stripped."""
+def build(out_dir: Path, todos: set[str] | None, level: str = levels.DEFAULT_LEVEL,
+          include_hidden: bool = False) -> list[Region]:
+    """Write the skeleton of `level` into out_dir, stripping the regions of `todos` (None: every region);
+    returns the regions that were stripped."""
     target = out_dir.resolve()
     protected = [ROOT] + [ROOT / d for d in ("gpt", "tests", "tools")]
     if any(target == p or (p != ROOT and p in target.parents) for p in protected):
@@ -172,12 +181,33 @@ def build(out_dir: Path, todos: set[str] | None, include_hidden: bool = False) -
             dst.write_text(text, encoding="utf-8")
             stripped_all += stripped
         elif str(rel) == "README.md":
-            shutil.copy2(STUDENT_README, dst)
+            dst.write_text(student_readme(level), encoding="utf-8")
+        elif str(rel) == "hw5.md":
+            text = levels.hw5_for_level(src.read_text(encoding="utf-8"), level)
+            dst.write_text(strip_markdown(str(rel), text), encoding="utf-8")
         elif src.suffix == ".md":
             dst.write_text(strip_markdown(str(rel), src.read_text(encoding="utf-8")), encoding="utf-8")
         else:
             shutil.copy2(src, dst)
+    (out_dir / LEVEL_FILE).write_text(json.dumps({"level": level, "todos": levels.level_todos(level)}, indent=1) + "\n")
     return stripped_all
+
+
+def student_readme(level: str) -> str:
+    """tools/handout/README.md with the level's name, files and full score filled in."""
+    marks = levels.graded_points()
+    t = levels.totals(level, "", marks)
+    score = f"score {t['public'] + t['extra']:g} of {t['public']:g} points"
+    if t["extra"]:
+        score += f" ({t['public']:g} of {t['public']:g}, plus {t['extra']:g} of {t['extra']:g} extra credit)"
+    files = [f"`{f}`" for f in levels.level_files(level)]
+    listed = ", ".join(files[:-1]) + " and " + files[-1] if len(files) > 1 else files[0]
+    text = STUDENT_README.read_text(encoding="utf-8")
+    for key, value in {"level": level, "what": levels.LEVELS[level].what, "files": listed, "full_score": score}.items():
+        text = text.replace("{{" + key + "}}", value)
+    first, rest = text.split("\n\n", 2)[1], text.split("\n\n", 2)
+    rest[1] = textwrap.fill(" ".join(first.split()), width=104, break_on_hyphens=False)   # the paragraph that names the level
+    return "\n\n".join(rest)
 
 
 def verify(out_dir: Path, stripped: list[Region], todos_listed: list[str]) -> None:
@@ -244,7 +274,7 @@ def make_zip(folder: Path, top: str | None = None) -> Path:
     return path
 
 
-def build_autograder(out_dir: Path, todos: set[str] | None) -> Path:
+def build_autograder(out_dir: Path, todos: set[str] | None, level: str = levels.DEFAULT_LEVEL) -> Path:
     """OUT_DIR-autograder/: setup.sh and run_autograder at the top; in source/, grade.py, the grader
     (all graded tests, hidden ones too, with their fixtures) and the skeleton (the code students get),
     kept apart so that the student's code never runs inside the grader's folder."""
@@ -252,7 +282,7 @@ def build_autograder(out_dir: Path, todos: set[str] | None) -> Path:
     if ag.exists():
         shutil.rmtree(ag)
     staged = ag / "staged"
-    build(staged, todos, include_hidden=True)
+    stripped = build(staged, todos, level, include_hidden=True)
     source = ag / "source"
     (source / "grader").mkdir(parents=True)
     for name in GRADER_FILES:
@@ -263,35 +293,47 @@ def build_autograder(out_dir: Path, todos: set[str] | None) -> Path:
     for name in ("setup.sh", "run_autograder"):
         shutil.copy2(ROOT / "tools" / "autograder" / name, ag / name)
         os.chmod(ag / name, 0o755)
-    (source / "SUBMITTED_FILES").write_text("\n".join(SUBMITTED) + "\n")
+    # the files a student edits and submits: the level's, and any other file holding a stripped region
+    submitted = list(dict.fromkeys(levels.level_files(level) + [r.path for r in stripped]))
+    (source / "SUBMITTED_FILES").write_text("\n".join(submitted) + "\n")
     return ag
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out_dir", type=Path)
-    ap.add_argument("--todos", default="all", help="'all' or a comma-separated list of TODO ids to strip")
+    ap.add_argument("--level", default=levels.DEFAULT_LEVEL, choices=list(levels.LEVELS),
+                    help="the assignment level (default %(default)s)")
+    ap.add_argument("--todos", default=None, help="strip these TODOs instead of the level's: 'all', 'none' "
+                    "(every solution kept) or a comma-separated list of TODO ids")
     ap.add_argument("--zip", action="store_true", help="also write OUT_DIR.zip")
     ap.add_argument("--autograder", action="store_true", help="also write the Gradescope autograder")
     args = ap.parse_args(argv)
     try:
         known = all_todo_ids()
-        todos = None
-        if args.todos != "all":
+        todos = set(levels.level_todos(args.level))
+        missing = sorted(todos - set(known))
+        if missing:
+            raise HandoutError(f"level {args.level} lists TODOs that no solution region has: {missing}")
+        if args.todos == "all":
+            todos = None
+        elif args.todos == "none":          # the level's handout with every solution kept (to check the tests)
+            todos = set()
+        elif args.todos is not None:
             todos = {t.strip() for t in args.todos.split(",") if t.strip()}
             unknown = sorted(todos - set(known))
             if unknown:
                 raise HandoutError(f"unknown TODO ids {unknown}; the TODOs are: {', '.join(known)}")
-        stripped = build(args.out_dir, todos)
+        stripped = build(args.out_dir, todos, args.level)
         verify(args.out_dir, stripped, known)
-        print(f"wrote {args.out_dir}: {len(stripped)} TODO regions stripped "
+        print(f"wrote {args.out_dir} ({args.level} level): {len(stripped)} TODO regions stripped "
               f"({', '.join(dict.fromkeys(r.todo for r in stripped))})")
         if args.zip:
             print(f"wrote {make_zip(args.out_dir, top='hw5')}")   # unzips into hw5/
         if args.autograder:
-            ag = build_autograder(args.out_dir, todos)
+            ag = build_autograder(args.out_dir, todos, args.level)
             print(f"wrote {ag} and {make_zip(ag)}")   # flat: Gradescope wants setup.sh at the top
-    except HandoutError as e:
+    except (HandoutError, levels.LevelError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

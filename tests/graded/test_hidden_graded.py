@@ -77,3 +77,27 @@ def test_hidden_perplexity_of_a_uniform_model_is_the_vocabulary_size(student):
     expect(abs(res["ppl"] - 37) < 1e-6 * 37 and res["tokens"] == 100, "perplexity and tokens", (37, 100),
            (res["ppl"], res["tokens"]))
     expect(abs(res["loss"] - math.log(37)) < 1e-6, "loss", math.log(37), res["loss"])
+
+
+def probe_top_p(logits, p):
+    from gpt.sampling import filter_top_p
+    return filter_top_p(logits.clone(), p)
+
+
+@pytest.mark.points(3, todo="sample-top-p", visibility="after_published")
+def test_hidden_top_p_on_a_3d_batch_with_ties_and_p_of_one(student):
+    """top-p on (batch, time, vocab) logits: a tie at the boundary, p = 1 keeps everything"""
+    logits = torch.tensor([[[2.0, 1.0, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0]]]).repeat(2, 1, 1)   # (2, 2, 4)
+    out = student.call(probe_top_p, logits, 1.0)
+    expect(isinstance(out, torch.Tensor) and out.shape == logits.shape and bool(torch.isfinite(out).all()),
+           "top_p=1.0 keeps every token of every row of a (2, 2, 4) batch", "all finite", "some removed",
+           "filter along the last dimension only, and keep a token while the mass above it is < p")
+    probs = torch.softmax(logits, -1)
+    p = (probs[0, 0, 0] + probs[0, 0, 1]).item() + 1e-4     # just past two tokens: one of the tied pair is needed
+    out = student.call(probe_top_p, logits, p)
+    kept_first = torch.isfinite(out[:, 0]).sum(-1).tolist()
+    kept_uniform = torch.isfinite(out[:, 1]).sum(-1).tolist()
+    expect(kept_first == [3, 3], "tokens kept in the first row of each sequence (probabilities .53, .20, .20, .07)", [3, 3],
+           kept_first, "the mass above the third token is just below p, so it is kept")
+    expect(kept_uniform == [3, 3], "tokens kept of four equally likely ones", [3, 3], kept_uniform,
+           "decide per row: rows of a 3-d batch are independent")
