@@ -23,8 +23,11 @@ from conftest import ROOT
 STUDENT_FILES = ("gpt/bpe.py", "gpt/model.py", "gpt/sampling.py", "gpt/trainer.py", "gpt/lstm.py", "gpt/extras.py")
 
 
-@pytest.fixture(scope="module")
-def autograder(tmp_path_factory):
+def submitted_files(ag: Path) -> list[str]:
+    return (ag / "source" / "SUBMITTED_FILES").read_text().split()
+
+
+def build_autograder(tmp_path_factory, level: str = "standard"):
     if os.geteuid() != 0:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail("the autograder attack tests must run as root in CI (as Gradescope runs run_autograder)")
@@ -35,11 +38,16 @@ def autograder(tmp_path_factory):
         mode = folder.stat().st_mode
         if not mode & stat.S_IXOTH:
             os.chmod(folder, mode | stat.S_IXOTH)
-    out = tmp_path_factory.mktemp("kit") / "hw5"
-    proc = subprocess.run([sys.executable, "tools/make_handout.py", str(out), "--autograder"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+    out = tmp_path_factory.mktemp(f"kit-{level}") / "hw5"
+    proc = subprocess.run([sys.executable, "tools/make_handout.py", str(out), "--autograder", "--level", level],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     return out, out.parent / "hw5-autograder"
+
+
+@pytest.fixture(scope="module")
+def autograder(tmp_path_factory):
+    return build_autograder(tmp_path_factory)
 
 
 def grade(autograder, files: dict[str, str | None], extra=None, time_limit: int = 5) -> tuple[dict, str, Path]:
@@ -51,7 +59,7 @@ def grade(autograder, files: dict[str, str | None], extra=None, time_limit: int 
     shutil.copytree(ag / "source", root / "source")
     sub = root / "submission"
     sub.mkdir()
-    for rel in STUDENT_FILES:
+    for rel in submitted_files(ag):
         text = files.get(rel)
         (sub / os.path.basename(rel)).write_text(text if text is not None else (handout / rel).read_text())
     if extra:
@@ -73,6 +81,8 @@ def assert_zero(results: dict, text: str):
 
 
 def test_the_solution_scores_full_through_run_autograder(autograder):
+    _, ag = autograder
+    assert submitted_files(ag) == list(STUDENT_FILES)
     results, text, root = grade(autograder, {rel: (ROOT / rel).read_text() for rel in STUDENT_FILES}, time_limit=60)
     assert results["score"] == sum(t["max_score"] for t in results["tests"]) + 5 > 5, text[:3000]   # + extra credit
     assert any(t["visibility"] == "after_published" for t in results["tests"]), "hidden tests run in the autograder"
@@ -82,6 +92,24 @@ def test_the_solution_scores_full_through_run_autograder(autograder):
 def test_the_bare_skeleton_scores_zero(autograder):
     results, text, _ = grade(autograder, {})
     assert_zero(results, text)
+
+
+@pytest.mark.parametrize("level", ["intro", "advanced"])
+def test_each_level_grades_the_solution_full_and_its_skeleton_zero(tmp_path_factory, level):
+    """The level's autograder: its public and hidden tests only, summing to the level's points in hw5.md."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    import levels
+    ag = build_autograder(tmp_path_factory, level)
+    files = submitted_files(ag[1])
+    assert files == levels.level_files(level)
+    t = levels.totals(level, "")
+    results, text, _ = grade(ag, {rel: (ROOT / rel).read_text() for rel in files}, time_limit=60)
+    assert all(x["status"] == "passed" for x in results["tests"]), text[:3000]
+    assert sum(x["max_score"] for x in results["tests"]) == t["public"] + t["hidden"], text[:3000]
+    assert results["score"] == t["public"] + t["hidden"] + t["extra"], text[:3000]
+    assert {x["name"].split("]")[0][1:] for x in results["tests"]} == set(levels.level_todos(level))
+    results, text, _ = grade(ag, {})
+    assert results["score"] == 0 and results["tests"] and all(x["score"] == 0 for x in results["tests"]), text[:3000]
 
 
 PATCH_THE_GRADER = """
