@@ -249,11 +249,12 @@ def render(name: str, level: str, text: str, marks=None) -> str:
         if t["extra"]:
             intro += f" The\nextra-credit TODO adds up to {_n(t['extra'])} points beyond the total."
         hints = [_fill(BY_ID[i].hint, "- ", "  ") for i in todos if BY_ID[i].hint]
-        return "\n".join([intro, "", *rows, "",
-                          "A test whose TODO needs another one says so when it fails (\"this test of TODO(a) needs\n"
-                          "TODO(b) first\"). The tests run your code in a separate process and compare what it\n"
-                          "returns; `print` output from your code shows with `python -m pytest -s`.",
-                          "", "Hints that save time:", *hints]) + "\n"
+        pair = next(((i, n) for i in todos for n in re.findall(r"`([a-z0-9-]+)`", BY_ID[i].needs) if n in todos),
+                    ("a", "b"))   # an example of the "needs" message, from the level's own table
+        needs = _fill(f"A test whose TODO needs another one says so when it fails (\"this test of TODO({pair[0]}) "
+                      f"needs TODO({pair[1]}) first\"). The tests run your code in a separate process and compare "
+                      "what it returns; `print` output from your code shows with `python -m pytest -s`.")
+        return "\n".join([intro, "", *rows, "", needs, "", "Hints that save time:", *hints]) + "\n"
     if name == "written-points":
         line = f"Answer briefly; show your work for the computations. Points are in parentheses: {_n(t['Q'])} in all"
         if t["E"]:
