@@ -259,7 +259,7 @@ def check_ce(got, want_loss, want_grad, what, hint):
            f"{got['loss'].item():.6f}", hint)
     gerr = max_err(got["grad"], want_grad)
     expect(gerr < 1e-6, f"{what}: max |d loss / d logits - F.cross_entropy's|", "< 1e-6", f"{gerr:.3g}",
-           "the gradient comes from your `lse` and `weights`: weights must be 1/N, or mask / number of ones")
+           "the gradient comes from your `weights`: 1/N each, or mask / (number of ones in the mask)")
 
 
 # -- layer-norm -----------------------------------------------------------------------------------
