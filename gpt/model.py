@@ -80,7 +80,7 @@ class _LayerNormFunction(torch.autograd.Function):
         xc = x - mean                                          # (..., C) centred
         var = (xc * xc).mean(dim=-1, keepdim=True)             # (..., 1) biased variance
         rstd = torch.rsqrt(var + eps)                          # (..., 1)
-        xhat = xc * rstd                                       # (..., C)
+        xhat = xc.mul_(rstd)                                   # (..., C) in place: xc is ours
         y = xhat * weight if bias is None else torch.addcmul(bias, xhat, weight)   # (..., C)
         ### END SOLUTION
         ctx.save_for_backward(xhat, rstd, weight)
@@ -90,15 +90,17 @@ class _LayerNormFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y):
         """Given: with g = grad_y * weight, dL/dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), means over
-        the last dim; dL/dweight and dL/dbias sum grad_y * xhat and grad_y over every position."""
+        the last dim; dL/dweight and dL/dbias sum grad_y * xhat and grad_y over every position. The two
+        means are matrix-vector products: mean(g) = grad_y @ weight / C, mean(g * xhat) = (grad_y * xhat) @ weight / C."""
         xhat, rstd, weight = ctx.saved_tensors
-        rows = grad_y.reshape(-1, grad_y.size(-1))                                 # (N, C)
-        grad_weight = (rows * xhat.reshape(rows.shape)).sum(0) if ctx.needs_input_grad[1] else None
-        grad_bias = rows.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
-        g = grad_y * weight                                                          # (..., C)
-        grad_x = g - g.mean(dim=-1, keepdim=True)
-        grad_x -= xhat * (g * xhat).mean(dim=-1, keepdim=True)
-        grad_x *= rstd
+        C = grad_y.size(-1)
+        gy_xhat = grad_y * xhat                                                     # (..., C)
+        grad_weight = gy_xhat.reshape(-1, C).sum(0) if ctx.needs_input_grad[1] else None
+        grad_bias = grad_y.reshape(-1, C).sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        mean_g = (grad_y @ weight).unsqueeze(-1) / C                                 # (..., 1)
+        mean_g_xhat = (gy_xhat @ weight).unsqueeze(-1) / C                           # (..., 1)
+        grad_x = torch.addcmul(-mean_g, grad_y, weight)                              # g - mean(g)
+        grad_x.addcmul_(xhat, mean_g_xhat, value=-1.0).mul_(rstd)
         return grad_x, grad_weight, grad_bias, None
 
 
@@ -124,9 +126,9 @@ class _GELUFunction(torch.autograd.Function):
         # so in-place operations on your own temporaries (t.mul_(2.0), t.sigmoid_()) are allowed and save
         # memory traffic; never modify x itself.
         ### BEGIN SOLUTION
-        z = x * x                                                  # x^2
-        z = z.mul_(0.044715).add_(1.0).mul_(x).mul_(2.0 * GELU_C)  # 2 sqrt(2/pi) (x + 0.044715 x^3)
-        return z.sigmoid_().mul_(x)                                # x * sigmoid(2z) = 0.5 x (1 + tanh(z))
+        z = x * x                                                    # x^2
+        z = z.mul_(2.0 * GELU_C * 0.044715).add_(2.0 * GELU_C).mul_(x)  # 2 sqrt(2/pi) (x + 0.044715 x^3)
+        return z.sigmoid_().mul_(x)                                  # x * sigmoid(2z) = 0.5 x (1 + tanh(z))
         ### END SOLUTION
 
     @staticmethod
@@ -137,10 +139,10 @@ class _GELUFunction(torch.autograd.Function):
         #   dy/dx = s + x * s * (1 - s) * du/dx,   du/dx = 2 * GELU_C * (1 + 3 * 0.044715 x^2)
         # (sigmoid' = s (1 - s)). The test compares it with autograd through F.gelu(approximate="tanh").
         ### BEGIN SOLUTION
-        x2 = x * x                                                       # x^2
-        s = (x2 * 0.044715).add_(1.0).mul_(x).mul_(2.0 * GELU_C).sigmoid_()  # s = sigmoid(u)
-        du = x2.mul_(3 * 0.044715).add_(1.0).mul_(2.0 * GELU_C)          # du/dx
-        dy = (1.0 - s).mul_(s).mul_(du).mul_(x).add_(s)                   # s + x s (1 - s) du/dx
+        x2 = x * x                                                           # x^2
+        s = (x2 * (2.0 * GELU_C * 0.044715)).add_(2.0 * GELU_C).mul_(x).sigmoid_()  # s = sigmoid(u)
+        du = x2.mul_(2.0 * GELU_C * 3 * 0.044715).add_(2.0 * GELU_C)         # du/dx
+        dy = (1.0 - s).mul_(x).mul_(du).add_(1.0).mul_(s)                    # s (1 + x (1 - s) du/dx)
         return dy.mul_(grad_y)
         ### END SOLUTION
 
