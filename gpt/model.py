@@ -44,6 +44,109 @@ class GPTConfig:
         return cls(vocab_size=vocab_size, **{**preset_sizes(name, block_size), **overrides})
 
 
+class LayerNorm(nn.Module):
+    """Layer normalization over the last dimension (nn.LayerNorm's computation and parameter names, so
+    GPT-2 checkpoints load): y = (x - mean) / sqrt(var + eps) * weight + bias, per position."""
+
+    def __init__(self, n_embd: int, bias: bool = True, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(n_embd))                      # gain, starts at 1
+        self.bias = nn.Parameter(torch.zeros(n_embd)) if bias else None      # shift, starts at 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _LayerNormFunction.apply(x, self.weight, self.bias, self.eps)
+
+
+class _LayerNormFunction(torch.autograd.Function):
+    """LayerNorm with its backward pass written out (given), which is several times faster on a CPU
+    than letting autograd record the dozen small operations of the forward pass."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps):
+        # TODO(layer-norm): normalize each position's vector x[..., :] (the last dimension, size C),
+        # then scale and shift it. x: (..., C), weight: (C,), bias: (C,) or None. Define:
+        #   mean = average of x over the last dim                      -> (..., 1)  (keepdim=True)
+        #   var  = average of (x - mean)^2 over the last dim            -> (..., 1)  divide by C, not
+        #          C - 1 (the *biased* variance, as nn.LayerNorm; x.var() is unbiased by default)
+        #   rstd = 1 / sqrt(var + eps)                                  -> (..., 1)  eps goes *inside* the
+        #          square root (torch.rsqrt); it keeps a constant vector (var 0) finite
+        #   xhat = (x - mean) * rstd                                    -> (..., C)  mean 0, variance 1
+        #   y    = xhat * weight + bias (no "+ bias" when bias is None) -> (..., C)
+        # The backward pass below needs your `xhat` and `rstd`: keep those names.
+        # Speed: torch.var / torch.var_mean are slow on a CPU for short rows; (xc * xc).mean() is not.
+        ### BEGIN SOLUTION
+        mean = x.mean(dim=-1, keepdim=True)                    # (..., 1)
+        xc = x - mean                                          # (..., C) centred
+        var = (xc * xc).mean(dim=-1, keepdim=True)             # (..., 1) biased variance
+        rstd = torch.rsqrt(var + eps)                          # (..., 1)
+        xhat = xc.mul_(rstd)                                   # (..., C) in place: xc is ours
+        y = xhat * weight if bias is None else torch.addcmul(bias, xhat, weight)   # (..., C)
+        ### END SOLUTION
+        ctx.save_for_backward(xhat, rstd, weight)
+        ctx.has_bias = bias is not None
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        """Given: with g = grad_y * weight, dL/dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), means over
+        the last dim; dL/dweight and dL/dbias sum grad_y * xhat and grad_y over every position. The two
+        means are matrix-vector products: mean(g) = grad_y @ weight / C, mean(g * xhat) = (grad_y * xhat) @ weight / C."""
+        xhat, rstd, weight = ctx.saved_tensors
+        C = grad_y.size(-1)
+        gy_xhat = grad_y * xhat                                                     # (..., C)
+        grad_weight = gy_xhat.reshape(-1, C).sum(0) if ctx.needs_input_grad[1] else None
+        grad_bias = grad_y.reshape(-1, C).sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        mean_g = (grad_y @ weight).unsqueeze(-1) / C                                 # (..., 1)
+        mean_g_xhat = (gy_xhat @ weight).unsqueeze(-1) / C                           # (..., 1)
+        grad_x = torch.addcmul(-mean_g, grad_y, weight)                              # g - mean(g)
+        grad_x.addcmul_(xhat, mean_g_xhat, value=-1.0).mul_(rstd)
+        return grad_x, grad_weight, grad_bias, None
+
+
+GELU_C = math.sqrt(2.0 / math.pi)   # 0.7978845608...
+
+
+def gelu(x: torch.Tensor) -> torch.Tensor:
+    """GPT-2's GELU (the tanh approximation): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+    return _GELUFunction.apply(x)
+
+
+class _GELUFunction(torch.autograd.Function):
+    """GELU with a written-out derivative: one saved tensor and a few in-place operations instead of the
+    many temporaries autograd would keep (GELU runs on the widest activations, (B, T, 4C))."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        # TODO(gelu): return y = 0.5 * x * (1 + tanh(GELU_C * (x + 0.044715 * x^3))), elementwise, same
+        # shape as x (GELU_C = sqrt(2/pi) is defined above). Pitfalls: the 0.5; x^3, not x^2; the constant
+        # is sqrt(2 / pi), not sqrt(2) / pi. Faster, and the same number: 0.5 * (1 + tanh(z)) equals
+        # sigmoid(2z), so y = x * sigmoid(2 * GELU_C * (x + 0.044715 * x^3)). This runs outside autograd,
+        # so in-place operations on your own temporaries (t.mul_(2.0), t.sigmoid_()) are allowed and save
+        # memory traffic; never modify x itself.
+        ### BEGIN SOLUTION
+        z = x * x                                                    # x^2
+        z = z.mul_(2.0 * GELU_C * 0.044715).add_(2.0 * GELU_C).mul_(x)  # 2 sqrt(2/pi) (x + 0.044715 x^3)
+        return z.sigmoid_().mul_(x)                                  # x * sigmoid(2z) = 0.5 x (1 + tanh(z))
+        ### END SOLUTION
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        x, = ctx.saved_tensors
+        # TODO(gelu): return grad_y * dy/dx, the chain rule through your forward pass. With
+        # u = 2 * GELU_C * (x + 0.044715 x^3) and s = sigmoid(u), y = x * s and
+        #   dy/dx = s + x * s * (1 - s) * du/dx,   du/dx = 2 * GELU_C * (1 + 3 * 0.044715 x^2)
+        # (sigmoid' = s (1 - s)). The test compares it with autograd through F.gelu(approximate="tanh").
+        ### BEGIN SOLUTION
+        x2 = x * x                                                           # x^2
+        s = (x2 * (2.0 * GELU_C * 0.044715)).add_(2.0 * GELU_C).mul_(x).sigmoid_()  # s = sigmoid(u)
+        du = x2.mul_(2.0 * GELU_C * 3 * 0.044715).add_(2.0 * GELU_C)         # du/dx
+        dy = (1.0 - s).mul_(x).mul_(du).add_(1.0).mul_(s)                    # s (1 + x (1 - s) du/dx)
+        return dy.mul_(grad_y)
+        ### END SOLUTION
+
+
 class CausalSelfAttention(nn.Module):
     """Multi-head self-attention where position t may only look at positions <= t."""
 
@@ -130,7 +233,12 @@ class MLP(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+        # TODO(mlp-forward): x (B, T, C) -> self.c_fc -> (B, T, 4C) -> gelu (the function above, not
+        # F.gelu) -> self.c_proj -> (B, T, C) -> self.dropout; return that. Pitfall: GELU sits between the
+        # two layers (not after c_proj), and dropout comes last.
+        ### BEGIN SOLUTION
+        return self.dropout(self.c_proj(gelu(self.c_fc(x))))
+        ### END SOLUTION
 
 
 class Block(nn.Module):
@@ -138,15 +246,22 @@ class Block(nn.Module):
 
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd, eps=1e-5, bias=config.bias)
+        self.ln_1 = LayerNorm(config.n_embd, bias=config.bias)
         self.attn = CausalSelfAttention(config)
-        self.ln_2 = nn.LayerNorm(config.n_embd, eps=1e-5, bias=config.bias)
+        self.ln_2 = LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
     def forward(self, x: torch.Tensor, kv_cache: "KVCache | None" = None, layer: int = 0) -> torch.Tensor:
+        # TODO(block-forward): x (B, T, C) -> (B, T, C), pre-LayerNorm with residual connections:
+        #   x = x + attn(ln_1(x))      (call self.attn(..., kv_cache, layer): generation needs the cache)
+        #   x = x + mlp(ln_2(x))
+        # Pitfalls: the LayerNorm goes on the branch's input, not on the sum (that is post-LN, the original
+        # Transformer; GPT-2's weights would not load right); keep the "x +" (the residual stream).
+        ### BEGIN SOLUTION
         x = x + self.attn(self.ln_1(x), kv_cache, layer)
         x = x + self.mlp(self.ln_2(x))
         return x
+        ### END SOLUTION
 
 
 class KVCache:
@@ -168,10 +283,19 @@ class KVCache:
 
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor):
         """Store k, v (B, nh, T, hs) after the past; return all keys and values (B, nh, length + T, hs)."""
+        # TODO(kv-cache-append): self.k[layer] and self.v[layer] are (B, nh, capacity, hs) buffers whose
+        # positions 0..self.length-1 already hold the past. Copy k and v (B, nh, T, hs) into positions
+        # self.length .. self.length + T - 1 (dim 2) by slice assignment, then return the views
+        # self.k[layer][:, :, :end] and self.v[layer][:, :, :end], end = self.length + T.
+        # Pitfalls: write after the past, not at 0; do not change self.length here (every layer appends
+        # at the same position; the model calls advance(T) once all have); return slices of the buffers
+        # (views, no copy), not torch.cat (that would allocate at every step).
+        ### BEGIN SOLUTION
         end = self.length + k.size(2)
         self.k[layer][:, :, self.length:end] = k
         self.v[layer][:, :, self.length:end] = v
         return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+        ### END SOLUTION
 
     def advance(self, T: int) -> None:
         """The T positions every layer has just appended become part of the past."""
@@ -190,7 +314,7 @@ class GPT(nn.Module):
             wpe=nn.Embedding(config.block_size, config.n_embd),   # position embeddings
             drop=nn.Dropout(config.dropout),
             h=nn.ModuleList(),
-            ln_f=nn.LayerNorm(config.n_embd, eps=1e-5, bias=config.bias),
+            ln_f=LayerNorm(config.n_embd, bias=config.bias),
         ))
         for _ in range(config.n_layer):   # one at a time, so that at most two masks exist at once
             self.transformer.h.append(Block(config))
@@ -233,14 +357,24 @@ class GPT(nn.Module):
         past = kv_cache.length if kv_cache is not None else 0
         if past + T > self.config.block_size:
             raise ValueError(f"sequence of length {past + T} is longer than block_size={self.config.block_size}")
+        # TODO(gpt-forward): the hidden states x (B, T, C):
+        #  1. positions pos = past, past+1, ..., past+T-1 (torch.arange on idx.device): with a KV cache
+        #     the T tokens come after the `past` ones already seen, so they do not start at 0
+        #  2. x = self.transformer.wte(idx) (B, T, C) + self.transformer.wpe(pos) (T, C, broadcast over B)
+        #  3. x = self.transformer.drop(x)
+        #  4. each block of self.transformer.h in turn: x = block(x, kv_cache, i) (i = the layer's index)
+        #  5. the final LayerNorm: x = self.transformer.ln_f(x) (easy to forget: GPT-2 has it)
+        ### BEGIN SOLUTION
         pos = torch.arange(past, past + T, dtype=torch.long, device=idx.device)   # (T,)
         x = self.transformer.wte(idx) + self.transformer.wpe(pos)                 # (B, T, C)
         x = self.transformer.drop(x)
         for i, block in enumerate(self.transformer.h):
             x = block(x, kv_cache, i)                                             # (B, T, C)
+        x = self.transformer.ln_f(x)
+        ### END SOLUTION
         if kv_cache is not None:
             kv_cache.advance(T)
-        return self.transformer.ln_f(x)
+        return x
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
                 mask: torch.Tensor | None = None):
@@ -249,10 +383,15 @@ class GPT(nn.Module):
 
         Returns logits (B, T, V) and the mean cross-entropy over counted positions (or None).
         """
+        # TODO(gpt-forward): logits = self.lm_head(hidden states of idx from self._hidden) -> (B, T, V)
+        # (lm_head shares its matrix with wte when tie_weights: use self.lm_head, not a new layer); loss is
+        # None without targets, else lm_loss(logits, targets, mask) (mask: padding does not count).
+        ### BEGIN SOLUTION
         logits = self.lm_head(self._hidden(idx))                                  # (B, T, V)
         loss = None
         if targets is not None:
             loss = lm_loss(logits, targets, mask)
+        ### END SOLUTION
         return logits, loss
 
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
@@ -333,9 +472,50 @@ def lm_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | No
 
     logits (B, T, V), targets (B, T), mask (B, T). Computed in fp32 even under autocast.
     """
-    flat_logits = logits.reshape(-1, logits.size(-1)).float()
-    if mask is None:
-        return F.cross_entropy(flat_logits, targets.reshape(-1))
-    nll = F.cross_entropy(flat_logits, targets.reshape(-1), reduction="none")
-    m = mask.reshape(-1).to(nll.dtype)
-    return (nll * m).sum() / m.sum().clamp(min=1.0)
+    flat_logits = logits.reshape(-1, logits.size(-1)).float()      # (N, V), N = B * T
+    flat_mask = None if mask is None else mask.reshape(-1)         # (N,)
+    return _CrossEntropyFunction.apply(flat_logits, targets.reshape(-1), flat_mask)
+
+
+class _CrossEntropyFunction(torch.autograd.Function):
+    """Cross-entropy with its gradient written out (given): dL/dlogits = weight * (softmax - one_hot),
+    one (N, V) tensor in the backward pass where autograd would need several (V = 4096 makes them big)."""
+
+    @staticmethod
+    def forward(ctx, logits, targets, mask):
+        # TODO(cross-entropy): the loss from logits (N, V), targets (N,) (token ids) and mask (N,) of 0/1
+        # or None. Define (the backward pass below needs your `weights`):
+        #   lse[n] = log(sum_v exp(logits[n, v]))                     -> (N,). Numerically stable: with
+        #            top = the row's largest logit (amax, keepdim=True), lse = log(sum exp(logits - top)) + top
+        #            (exp(1e4) overflows to inf; exp(logits - top) <= 1). torch.logsumexp also does this.
+        #   nll[n] = lse[n] - logits[n, targets[n]]                   -> (N,)  (gather along dim 1)
+        #   weights = 1/N everywhere without a mask, else mask / (number of ones in mask) -> (N,),
+        #            so that padding (mask 0) counts neither in the sum nor in the count; if the mask has
+        #            no ones at all, divide by 1 instead of 0 (the loss is then 0)
+        #   loss = sum of nll * weights                                -> a 0-dim tensor
+        # Not allowed here: F.cross_entropy, F.log_softmax, F.nll_loss. This runs outside autograd: an
+        # in-place exp_() on your own (N, V) temporary saves one copy of it.
+        ### BEGIN SOLUTION
+        top = logits.amax(dim=-1, keepdim=True)                         # (N, 1)
+        lse = (logits - top).exp_().sum(dim=-1).log_() + top[:, 0]      # (N,)
+        nll = lse - logits.gather(1, targets[:, None])[:, 0]            # (N,)
+        if mask is None:
+            weights = torch.full_like(nll, 1.0 / nll.numel())           # (N,)
+        else:
+            weights = mask.to(nll.dtype)
+            weights = weights / weights.sum().clamp(min=1.0)            # (N,)
+        loss = (nll * weights).sum()
+        ### END SOLUTION
+        ctx.save_for_backward(logits, targets, weights)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        logits, targets, weights = ctx.saved_tensors
+        w = (grad_loss * weights)[:, None]                              # (N, 1)
+        # softmax from the row's max (not from lse: for logits ~ 1e4, logits - lse loses the digits of
+        # float32), its normalization and the weights applied in one pass
+        grad = (logits - logits.amax(dim=-1, keepdim=True)).exp_()      # (N, V)
+        grad.mul_(w / grad.sum(dim=-1, keepdim=True))                    # w * softmax
+        grad.scatter_add_(1, targets[:, None], -w)                      # w * (softmax - one_hot)
+        return grad, None, None

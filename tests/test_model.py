@@ -315,3 +315,22 @@ def test_forward_with_loss_compiles_to_one_graph(attn):
     x = torch.randint(0, 101, (2, 16))
     explained = torch._dynamo.explain(model)(x, x)
     assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
+
+
+def test_hand_written_backward_passes_pass_gradcheck():
+    """LayerNorm, gelu and lm_loss have written-out backward passes (autograd.Function): check them
+    against finite differences in float64, with and without bias / mask."""
+    from gpt.model import LayerNorm, _CrossEntropyFunction, gelu
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 4, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    for bias in (True, False):
+        ln = LayerNorm(6, bias=bias).double()
+        with torch.no_grad():
+            ln.weight.add_(torch.randn(6, generator=g, dtype=torch.float64))
+        params = [x, ln.weight] + ([ln.bias] if bias else [])
+        assert torch.autograd.gradcheck(lambda *p: ln(p[0]), params)
+    assert torch.autograd.gradcheck(gelu, (torch.randn(5, 7, generator=g, dtype=torch.float64, requires_grad=True) * 3,))
+    logits = torch.randn(6, 5, generator=g, dtype=torch.float64, requires_grad=True)   # lm_loss's (N, V), float64
+    targets = torch.randint(0, 5, (6,), generator=g)
+    for m in (None, torch.tensor([1, 1, 0, 1, 0, 0])):
+        assert torch.autograd.gradcheck(lambda t: _CrossEntropyFunction.apply(t, targets, m), (logits,))

@@ -44,6 +44,32 @@ TODOS = [
          "positions (during generation with the KV cache, a single one at position `past`), while `k` and `v` "
          "hold all positions so far: use rows `past .. past+T-1` of the mask. Scale by 1/sqrt(head size), not "
          "1/head size. The softmax runs over the keys (last dimension)."),
+    Todo("layer-norm", "gpt/model.py", "`LayerNorm` (its forward pass, `_LayerNormFunction.forward`)", "",
+         "**LayerNorm.** Mean and *biased* variance (divide by C, not C - 1) over the last dimension, kept as "
+         "(..., 1) so they broadcast; eps goes inside the square root. Keep the names `xhat` and `rstd`: the "
+         "given backward pass uses them. On a CPU, `torch.var` is slow for short rows: use `(xc * xc).mean(...)`."),
+    Todo("gelu", "gpt/model.py", "`gelu` (forward and derivative, `_GELUFunction`)", "",
+         "**GELU.** GPT-2's tanh approximation, 0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³))); 0.5(1 + tanh z) = "
+         "sigmoid(2z) is the same number in fewer operations. The backward pass is the chain rule through it, "
+         "checked against autograd of `F.gelu(x, approximate=\"tanh\")`."),
+    Todo("mlp-forward", "gpt/model.py", "`MLP.forward`", "`gelu`",
+         "**MLP.** c_fc (C → 4C), then `gelu`, then c_proj (4C → C), then dropout."),
+    Todo("block-forward", "gpt/model.py", "`Block.forward`", "`layer-norm`, `gelu`, `mlp-forward`, `attention-forward`",
+         "**Block.** Pre-LayerNorm: `x = x + attn(ln_1(x), kv_cache, layer)`, then `x = x + mlp(ln_2(x))`. "
+         "Normalizing the sum instead (post-LN) or dropping the `x +` gives a different network, and GPT-2's "
+         "weights would not load right."),
+    Todo("gpt-forward", "gpt/model.py", "`GPT._hidden` and `GPT.forward`",
+         "`block-forward` and the TODOs it needs, `cross-entropy` (for the loss)",
+         "**GPT forward.** Positions run from `past` (the tokens already in the KV cache) to past + T - 1, not "
+         "from 0. Do not forget the final LayerNorm `ln_f`, and score with `self.lm_head` (tied to `wte`)."),
+    Todo("cross-entropy", "gpt/model.py", "`lm_loss` (its forward pass, `_CrossEntropyFunction.forward`)", "",
+         "**Cross-entropy.** nll = logsumexp(logits) - logits[target]; subtract each row's largest logit "
+         "before `exp` (exp(1e4) is inf in float32). With a mask, divide by the number of ones, not by B·T."),
+    Todo("kv-cache-append", "gpt/model.py", "`KVCache.append`", "`attention-forward` and the model's TODOs (for "
+         "the generation test)",
+         "**KV cache.** Write the new keys and values at positions `length .. length + T - 1` of the buffers "
+         "(not at 0), leave `length` alone (`advance` moves it once every layer has appended), and return slices "
+         "of the buffers up to `length + T`."),
     Todo("sample-top-p", "gpt/sampling.py", "`filter_top_p`", "",
          "**Top-p.** Keep the smallest set of most likely tokens whose total probability reaches p: a token is "
          "kept when the probability of the tokens ranked above it is still below p. Decide in sorted order, then "
@@ -79,7 +105,8 @@ LEVELS = {
                       "the byte-pair encoding tokenizer that turns text into integers, the causal self-attention at "
                       "the heart of the transformer, nucleus sampling, the evaluation and the training step, and an "
                       "LSTM baseline to compare against"),
-    "advanced": Level("advanced", _STANDARD,
+    "advanced": Level("advanced", _STANDARD + ("layer-norm", "gelu", "mlp-forward", "block-forward", "gpt-forward",
+                                               "cross-entropy", "kv-cache-append"),
                       "nearly all of it: the byte-pair encoding tokenizer and its training loop, LayerNorm, GELU, the "
                       "MLP, the transformer block, the causal self-attention, the GPT's forward pass and loss, the "
                       "KV cache, nucleus sampling, AdamW, the learning-rate schedule, gradient clipping, evaluation, "

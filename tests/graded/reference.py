@@ -18,17 +18,31 @@ def attention(x: torch.Tensor, sd: dict, prefix: str, n_head: int) -> torch.Tens
     return F.linear(y, sd[prefix + "c_proj.weight"], sd.get(prefix + "c_proj.bias"))
 
 
+def layer_norm(x: torch.Tensor, sd: dict, prefix: str) -> torch.Tensor:
+    """nn.LayerNorm (eps 1e-5) with weights sd[prefix + "weight"] and, if present, sd[prefix + "bias"]."""
+    return F.layer_norm(x, (x.size(-1),), sd[prefix + "weight"], sd.get(prefix + "bias"), 1e-5)
+
+
+def mlp(x: torch.Tensor, sd: dict, prefix: str) -> torch.Tensor:
+    """GPT-2's MLP: c_fc -> tanh GELU -> c_proj (no dropout: eval mode)."""
+    h = F.gelu(F.linear(x, sd[prefix + "c_fc.weight"], sd.get(prefix + "c_fc.bias")), approximate="tanh")
+    return F.linear(h, sd[prefix + "c_proj.weight"], sd.get(prefix + "c_proj.bias"))
+
+
+def block(x: torch.Tensor, sd: dict, prefix: str, n_head: int) -> torch.Tensor:
+    """One pre-LayerNorm transformer block: x + attn(ln_1(x)), then + mlp(ln_2(x))."""
+    x = x + attention(layer_norm(x, sd, prefix + "ln_1."), sd, prefix + "attn.", n_head)
+    return x + mlp(layer_norm(x, sd, prefix + "ln_2."), sd, prefix + "mlp.")
+
+
 def gpt2_logits(sd: dict, cfg: dict, idx: torch.Tensor) -> torch.Tensor:
-    """Logits (B, T, V) of a GPT with state dict `sd` (gpt.model's names) and config `cfg`."""
-    C, T = cfg["n_embd"], idx.size(1)
-    ln = lambda h, name: F.layer_norm(h, (C,), sd[name + ".weight"], sd.get(name + ".bias"), 1e-5)
+    """Logits (B, T, V) of a GPT with state dict `sd` (gpt.model's names) and config `cfg`; positions
+    start at 0."""
+    T = idx.size(1)
     x = sd["transformer.wte.weight"][idx] + sd["transformer.wpe.weight"][:T]
     for i in range(cfg["n_layer"]):
-        p = f"transformer.h.{i}."
-        x = x + attention(ln(x, p + "ln_1"), sd, p + "attn.", cfg["n_head"])
-        h = F.gelu(F.linear(ln(x, p + "ln_2"), sd[p + "mlp.c_fc.weight"], sd.get(p + "mlp.c_fc.bias")), approximate="tanh")
-        x = x + F.linear(h, sd[p + "mlp.c_proj.weight"], sd.get(p + "mlp.c_proj.bias"))
-    return F.linear(ln(x, "transformer.ln_f"), sd.get("lm_head.weight", sd["transformer.wte.weight"]))
+        x = block(x, sd, f"transformer.h.{i}.", cfg["n_head"])
+    return F.linear(layer_norm(x, sd, "transformer.ln_f."), sd.get("lm_head.weight", sd["transformer.wte.weight"]))
 
 
 @torch.no_grad()
