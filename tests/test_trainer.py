@@ -15,6 +15,7 @@ import gpt.trainer as trainer_mod
 from gpt.bpe import BPETokenizer
 from gpt.model import GPT, GPTConfig
 from gpt.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from gpt.optim import AdamW
 from gpt.trainer import DivergedError, TrainConfig, Trainer, evaluate, lr_at, make_optimizer, train_step
 from gpt.utils import read_jsonl
 from gpt.windows import WindowBatches
@@ -79,7 +80,7 @@ def test_weight_decay_skips_biases_layernorm_and_embeddings():
     assert len(all_params) == len({id(p) for p in all_params}) == len(list(model.parameters()))
 
 
-@pytest.mark.parametrize("name,cls,momentum", [("adamw", torch.optim.AdamW, None), ("adam", torch.optim.Adam, None),
+@pytest.mark.parametrize("name,cls,momentum", [("adamw", AdamW, None), ("adam", torch.optim.Adam, None),
                                                ("sgd", torch.optim.SGD, 0.0), ("momentum", torch.optim.SGD, 0.9)])
 def test_optimizer_choice(name, cls, momentum):
     opt = make_optimizer(tiny_model(), TrainConfig(optimizer=name))
