@@ -30,7 +30,7 @@ class Todo:
 # Every TODO, in the order a student should work (each level lists a subset, in this order).
 TODOS = [
     Todo("bpe-count-pairs", "gpt/bpe.py", "`count_pairs`"),
-    Todo("bpe-merge", "gpt/bpe.py", "`merge` (used by `BPETokenizer.train`)", "`bpe-count-pairs` (for the training test)",
+    Todo("bpe-merge", "gpt/bpe.py", "`merge` (used by `BPETokenizer.train`)", "`bpe-count-pairs` (for the training test; at the advanced level also `bpe-train`)",
          "**BPE.** `count_pairs` and `merge` are the two primitives; the trainer calls them in an incremental "
          "loop, so a slow `merge` makes training slow."),
     Todo("bpe-train", "gpt/bpe.py", "`BPETokenizer.train` (the merge loop)", "`bpe-count-pairs`, `bpe-merge`",
