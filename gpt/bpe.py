@@ -251,14 +251,12 @@ class BPETokenizer:
             for pair in zip(w, w[1:]):
                 where[pair].add(i)
 
-        def entry(pair):   # heap order: highest count first, then smallest bytes
-            return (-pair_counts[pair], vocab[pair[0]], vocab[pair[1]], pair)
-
-        # Entries go stale when counts change; a popped entry is used only if its count is still current.
-        heap = [entry(pair) for pair in pair_counts]
+        # Max-heap by count (negated for heapq), then smallest bytes. Entries go stale when counts
+        # change; a popped entry is used only if its count is still current.
+        heap = [(-c, vocab[a], vocab[b], a, b) for (a, b), c in pair_counts.items()]
         heapq.heapify(heap)
         while len(merges) < n_merges and heap:
-            neg_count, _, _, (a, b) = heapq.heappop(heap)
+            neg_count, _, _, a, b = heapq.heappop(heap)
             if pair_counts.get((a, b)) != -neg_count:
                 continue  # stale entry
             new_id = 256 + len(merges)
@@ -270,7 +268,7 @@ class BPETokenizer:
                     c = pair_counts.get(pair, 0) + d
                     if c > 0:
                         pair_counts[pair] = c
-                        heapq.heappush(heap, entry(pair))
+                        heapq.heappush(heap, (-c, vocab[pair[0]], vocab[pair[1]], pair[0], pair[1]))
                     else:
                         pair_counts.pop(pair, None)
         ### END SOLUTION

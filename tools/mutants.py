@@ -2,9 +2,9 @@
 
     python tools/mutants.py [--only NAME]
 
-Each mutant edits one solution region (an exact text replacement). For each, the repository's
-handout files are copied to a temporary folder, the edit is applied there, and the graded tests of
-its TODO run; the mutant is "caught" when at least one of them fails. Prints a table
+Each mutant edits one solution region (an exact text replacement, or a few in one file). For each,
+the repository's handout files are copied to a temporary folder, the edit is applied there, and the
+graded tests of its TODO run; the mutant is "caught" when at least one of them fails. Prints a table
 (mutant -> the tests that caught it) and exits 1 if any mutant survives.
 """
 
@@ -33,6 +33,7 @@ class Mutant:
     path: str
     old: str
     new: str
+    more: tuple[tuple[str, str], ...] = ()   # further (old, new) edits of the same file, for one mistake in two places
 
 
 MUTANTS = [
@@ -45,7 +46,9 @@ MUTANTS = [
            "            out.append(new_id)\n            i += 2\n",
            "            out.append(new_id)\n            out.extend(ids[i + 2:])\n            break\n"),
     Mutant("bpe-train-ties-by-id-not-bytes", "bpe-train", "gpt/bpe.py",
-           "return (-pair_counts[pair], vocab[pair[0]], vocab[pair[1]], pair)", "return (-pair_counts[pair], pair)"),
+           "heap = [(-c, vocab[a], vocab[b], a, b) for", "heap = [(-c, a, b, a, b) for",
+           more=(("heapq.heappush(heap, (-c, vocab[pair[0]], vocab[pair[1]], pair[0], pair[1]))",
+                  "heapq.heappush(heap, (-c, pair[0], pair[1], pair[0], pair[1]))"),)),
     Mutant("bpe-train-ignores-word-frequency", "bpe-train", "gpt/bpe.py",
            "            count_pairs(w, pair_counts, f)\n", "            count_pairs(w, pair_counts)\n"),
     Mutant("bpe-train-uses-stale-counts", "bpe-train", "gpt/bpe.py",
@@ -143,9 +146,11 @@ def run_mutant(m: Mutant, workdir: Path) -> list[str]:
         shutil.copy2(src, dst)
     target = workdir / m.path
     text = target.read_text(encoding="utf-8")
-    if text.count(m.old) != 1:
-        raise SystemExit(f"mutant {m.name}: the text to replace occurs {text.count(m.old)} times in {m.path}")
-    target.write_text(text.replace(m.old, m.new), encoding="utf-8")
+    for old, new in ((m.old, m.new), *m.more):
+        if text.count(old) != 1:
+            raise SystemExit(f"mutant {m.name}: the text to replace occurs {text.count(old)} times in {m.path}")
+        text = text.replace(old, new)
+    target.write_text(text, encoding="utf-8")
     results = workdir / "results.json"
     # only the graded tests of the mutant's TODO: the others cannot be affected by its edit
     subprocess.run([sys.executable, "-m", "pytest", "-m", "graded", "-q", "-p", "no:cacheprovider", "--todo", m.todo,
