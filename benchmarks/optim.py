@@ -120,8 +120,8 @@ def train_steps(cfg, tcfg, batch_size, device, n_steps, rounds):
     for name in runs:
         run(name)   # warm-up
     best = {name: float("inf") for name in runs}
-    for _ in range(rounds):
-        for name in runs:
+    for r in range(rounds):
+        for name in (list(runs) if r % 2 == 0 else list(runs)[::-1]):   # neither always goes first
             t0 = time.perf_counter()
             run(name)
             best[name] = min(best[name], (time.perf_counter() - t0) / n_steps)
