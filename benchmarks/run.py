@@ -35,6 +35,8 @@ def benchmarks(gpu: bool) -> list[tuple[str, list[str], list[str] | None]]:
         ("Tokenizer, WikiText-2 x1", ["tokenizer.py", "--scale", "1"], ["tokenizer.py", "--scale", "1", "--vocab-size", "1024"]),
         ("Tokenizer, WikiText-2 x10", ["tokenizer.py", "--scale", "10"], None),
         ("Training throughput", ["training.py"], ["training.py", "--steps", "1", "--rounds", "1"]),
+        ("AdamW and gradient clipping: ours against PyTorch's", ["optim.py", "--train-steps", "5"],
+         ["optim.py", "--steps", "20", "--rounds", "1"]),
         ("Generation", ["generation.py", "--new-tokens", "256"], ["generation.py", "--new-tokens", "16"]),
         ("The default run (`python main.py train`)", ["fullrun.py"], ["fullrun.py", "--steps", "2", "--warmup", "1"]),
         ("Training memory: estimate against a real step",

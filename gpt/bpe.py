@@ -227,6 +227,23 @@ class BPETokenizer:
 
         words = [list(_to_utf8(w)) for w in word_counts]          # each distinct pre-token, as ids
         freqs = list(word_counts.values())                        # how often it occurs
+        vocab = {i: bytes([i]) for i in range(256)}                # id -> its bytes (ties compare these)
+        merges: dict[tuple[int, int], int] = {}                    # (a, b) -> new id, in the order learned
+        # TODO(bpe-train): learn up to n_merges merges into `merges` (and `vocab`). Each step:
+        # - find the most frequent adjacent pair over all words, each word counted with its frequency
+        #   (count_pairs(word, counts, weight=freq)); stop early when no pair is left;
+        # - ties: the pair whose bytes come first, i.e. the smallest (vocab[a], vocab[b]). Compare the
+        #   BYTES, not the ids: the merged token 256 = b"ab" comes before the byte 99 = b"c";
+        # - record it: new_id = 256 + len(merges); merges[(a, b)] = new_id; vocab[new_id] = vocab[a] + vocab[b];
+        # - replace the pair in every word with merge() (so "aaaa" -> [256, 256], whose pair (256, 256)
+        #   is counted once next time).
+        # The simple way (recount all pairs with count_pairs every step, then merge every word) is correct and
+        # fine on small corpora. The real run trains on millions of characters: the solution is
+        # incremental (the hint): count once; keep `where` (pair -> indices of the words holding it) and
+        # let _merge_in_words(words, freqs, where, pair, new_id) merge only those words and return how each
+        # pair's count changed; keep the counts in a heap (heapq, counts negated) and skip popped entries
+        # whose count is out of date.
+        ### BEGIN SOLUTION
         pair_counts: dict[tuple[int, int], int] = {}
         where: dict[tuple[int, int], set[int]] = defaultdict(set)  # pair -> indices of words holding it
         for i, (w, f) in enumerate(zip(words, freqs)):
@@ -234,12 +251,10 @@ class BPETokenizer:
             for pair in zip(w, w[1:]):
                 where[pair].add(i)
 
-        vocab = {i: bytes([i]) for i in range(256)}
-        # Max-heap by count (negated for heapq), then smallest bytes. Entries go stale when
-        # counts change; a popped entry is used only if its count is still current.
+        # Max-heap by count (negated for heapq), then smallest bytes. Entries go stale when counts
+        # change; a popped entry is used only if its count is still current.
         heap = [(-c, vocab[a], vocab[b], a, b) for (a, b), c in pair_counts.items()]
         heapq.heapify(heap)
-        merges: dict[tuple[int, int], int] = {}
         while len(merges) < n_merges and heap:
             neg_count, _, _, a, b = heapq.heappop(heap)
             if pair_counts.get((a, b)) != -neg_count:
@@ -256,6 +271,7 @@ class BPETokenizer:
                         heapq.heappush(heap, (-c, vocab[pair[0]], vocab[pair[1]], pair[0], pair[1]))
                     else:
                         pair_counts.pop(pair, None)
+        ### END SOLUTION
         first_special = 256 + len(merges)
         specials = {s: first_special + k for k, s in enumerate(special_tokens)}
         return cls(merges, specials, pattern)

@@ -1,4 +1,5 @@
-"""Training: the training step, evaluation, the optimizer and schedule, and the loop that runs them.
+"""Training: the training step, evaluation, the choice of optimizer, and the loop that runs them
+(AdamW itself, the learning-rate schedule lr_at and gradient clipping are in gpt/optim.py).
 
 Works for any language model with the interface `logits, loss = model(idx, targets, mask)` (GPT, and
 the LSTM baseline). One "iteration" is one optimizer step on batch_size x grad_accum windows.
@@ -30,6 +31,7 @@ from gpt import checkpoint
 from gpt.distributed import (MicroBatches, Preempted, any_process, compute_cleanup, compute_init, mean_across,
                              shard, stop_on_signals, sum_across, wrap_ddp)
 from gpt.metrics import perplexity
+from gpt.optim import AdamW, clip_grad_norm, lr_at
 from gpt.sizing import estimate_mfu, peak_tflops
 from gpt.utils import (append_jsonl, atomic_copy, ensure_dir, plot_curves, read_jsonl, remove_stale_temporaries,
                        synchronize, write_jsonl)
@@ -65,12 +67,13 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro_batches
         # `loss` is already divided by n here, so the sum over micro-batches is their mean.
         total = loss.detach() if total is None else total + loss.detach()
     # TODO(train-step): unscale the gradients (scaler.unscale_(optimizer)); clip the global gradient
-    # norm to grad_clip when grad_clip > 0 (torch.nn.utils.clip_grad_norm_); step the optimizer
-    # through the scaler (scaler.step(optimizer), then scaler.update()); reset the gradients to None.
+    # norm to grad_clip when grad_clip > 0 (clip_grad_norm(model.parameters(), grad_clip), from
+    # gpt/optim.py: all gradients together, after unscaling, before the step); step the optimizer through
+    # the scaler (scaler.step(optimizer), then scaler.update()); reset the gradients to None.
     ### BEGIN SOLUTION
     scaler.unscale_(optimizer)
     if grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        clip_grad_norm(model.parameters(), grad_clip)
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
@@ -209,7 +212,10 @@ class TrainConfig:
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig, fused: bool = False) -> torch.optim.Optimizer:
-    """Weight decay applies to the weight matrices of Linear layers (and LSTM weights) only:
+    """The optimizer of cfg.optimizer: "adamw" is gpt.optim.AdamW (on every device; `fused` asks torch's
+    fused CUDA kernel for "adam" only), "adam" torch's Adam, "sgd" and "momentum" torch's SGD.
+
+    Weight decay applies to the weight matrices of Linear layers (and LSTM weights) only:
     decaying biases, LayerNorm gains or embeddings pulls them toward 0 for no benefit."""
     embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     decay, no_decay = [], []
@@ -220,25 +226,12 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, fused: bool = False) -> t
     groups = [{"params": decay, "weight_decay": cfg.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
     lr = cfg.learning_rate
-    extra = {"fused": True} if fused else {}
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, betas=cfg.betas, **extra)
+    if cfg.optimizer == "adamw":   # ours (gpt/optim.py), on every device: what trains is what was written
+        return AdamW(groups, lr=lr, betas=cfg.betas)
     if cfg.optimizer == "adam":   # weight decay as an L2 term in the gradient (the original Adam)
-        return torch.optim.Adam(groups, lr=lr, betas=cfg.betas, **extra)
+        return torch.optim.Adam(groups, lr=lr, betas=cfg.betas, **({"fused": True} if fused else {}))
     momentum = cfg.momentum if cfg.optimizer == "momentum" else 0.0
     return torch.optim.SGD(groups, lr=lr, momentum=momentum)
-
-
-def lr_at(it: int, cfg: TrainConfig) -> float:
-    """Learning rate for iteration `it` (0-based): linear warm-up, then constant or cosine decay."""
-    if it < cfg.warmup_iters:
-        return cfg.learning_rate * (it + 1) / cfg.warmup_iters
-    if cfg.schedule == "constant":
-        return cfg.learning_rate
-    span = max(1, cfg.max_iters - cfg.warmup_iters)
-    progress = min(1.0, (it - cfg.warmup_iters) / span)
-    floor = cfg.learning_rate * cfg.min_lr_ratio
-    return floor + 0.5 * (cfg.learning_rate - floor) * (1 + math.cos(math.pi * progress))
 
 
 def autocast_context(device: torch.device, precision: str):

@@ -3,6 +3,7 @@ exact resume after a crash, and stopping on NaN."""
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 
@@ -15,6 +16,7 @@ import gpt.trainer as trainer_mod
 from gpt.bpe import BPETokenizer
 from gpt.model import GPT, GPTConfig
 from gpt.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from gpt.optim import AdamW
 from gpt.trainer import DivergedError, TrainConfig, Trainer, evaluate, lr_at, make_optimizer, train_step
 from gpt.utils import read_jsonl
 from gpt.windows import WindowBatches
@@ -79,7 +81,7 @@ def test_weight_decay_skips_biases_layernorm_and_embeddings():
     assert len(all_params) == len({id(p) for p in all_params}) == len(list(model.parameters()))
 
 
-@pytest.mark.parametrize("name,cls,momentum", [("adamw", torch.optim.AdamW, None), ("adam", torch.optim.Adam, None),
+@pytest.mark.parametrize("name,cls,momentum", [("adamw", AdamW, None), ("adam", torch.optim.Adam, None),
                                                ("sgd", torch.optim.SGD, 0.0), ("momentum", torch.optim.SGD, 0.9)])
 def test_optimizer_choice(name, cls, momentum):
     opt = make_optimizer(tiny_model(), TrainConfig(optimizer=name))
@@ -263,3 +265,57 @@ def test_mfu_is_logged_only_where_the_peak_is_known(tmp_path, monkeypatch):
     train = [r for r in read_jsonl(tmp_path / "gpu" / "metrics.jsonl") if r["kind"] == "train"]
     assert train and all(r["mfu"] == pytest.approx(r["tokens_per_sec"] * per_token / 1e9, rel=1e-3, abs=1e-4)
                          for r in train)
+
+
+def _adamw_pair(seed=0):
+    """Our AdamW and torch's on two copies of one tiny model, same groups."""
+    a, b = tiny_model(seed=seed), tiny_model(seed=seed)
+    cfg = TrainConfig(learning_rate=1e-2)
+    ours = make_optimizer(a, cfg)
+    theirs = torch.optim.AdamW([{"params": list(g["params"]), "weight_decay": g["weight_decay"]}
+                                for g in make_optimizer(b, cfg).param_groups], lr=1e-2, betas=cfg.betas)
+    return a, ours, b, theirs
+
+
+def _set_grads(models, seed, scale=1.0):
+    g = torch.Generator().manual_seed(seed)
+    for ps in zip(*(m.parameters() for m in models)):
+        grad = torch.randn(ps[0].shape, generator=g)
+        for k, p in enumerate(ps):
+            p.grad = grad.clone() * (scale if k == 0 else 1.0)
+
+
+def test_our_adamw_works_through_a_grad_scaler_and_skips_inf_steps():
+    """scaler.step(our AdamW) unscales first (same step as torch's on the true gradients) and skips a step
+    whose gradients hold an inf, as it does for torch's optimizers."""
+    a, ours, b, theirs = _adamw_pair()
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=1000)
+    scaler.scale(torch.ones(()))   # what scaler.scale(loss) does first: sets the scale up
+    for step in range(3):
+        _set_grads([a, b], step, scale=scaler.get_scale())   # as if backward ran on scaler.scale(loss)
+        scaler.step(ours)
+        scaler.update()
+        theirs.step()
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    before = [p.detach().clone() for p in a.parameters()]
+    next(a.parameters()).grad[0] = float("inf")
+    scaler.step(ours)
+    scaler.update()
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), before)), "an inf step is skipped"
+    assert scaler.get_scale() == 512.0
+
+
+def test_our_adamw_continues_from_torch_adamw_state():
+    """A state_dict of torch.optim.AdamW (its "step" is a tensor) loads into ours and continues identically."""
+    a, ours, b, theirs = _adamw_pair()
+    for step in range(2):
+        _set_grads([b], step)
+        theirs.step()
+    a.load_state_dict(b.state_dict())
+    ours.load_state_dict(copy.deepcopy(theirs.state_dict()))   # a copy, as from a file: no shared moments
+    assert all(type(s["step"]) is int for s in ours.state.values())
+    for step in range(2, 4):
+        _set_grads([a, b], step)
+        ours.step()
+        theirs.step()
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))

@@ -31,9 +31,14 @@ class Todo:
 # Every TODO, in the order a student should work (each level lists a subset, in this order).
 TODOS = [
     Todo("bpe-count-pairs", "gpt/bpe.py", "`count_pairs`"),
-    Todo("bpe-merge", "gpt/bpe.py", "`merge` (used by `BPETokenizer.train`)", "`bpe-count-pairs` (for the training test)",
+    Todo("bpe-merge", "gpt/bpe.py", "`merge` (used by `BPETokenizer.train`)", "`bpe-count-pairs` (for the training test; at the advanced level also `bpe-train`)",
          "**BPE.** `count_pairs` and `merge` are the two primitives; the trainer calls them in an incremental "
          "loop, so a slow `merge` makes training slow."),
+    Todo("bpe-train", "gpt/bpe.py", "`BPETokenizer.train` (the merge loop)", "`bpe-count-pairs`, `bpe-merge`",
+         "**BPE training.** Each step takes the most frequent pair over all words, each word counted with its "
+         "frequency; ties go to the smaller *bytes* (`(vocab[a], vocab[b])`), not the smaller ids. A loop that "
+         "recounts everything each step is correct (and passes the tests) but slow on the real corpus: keep "
+         "counts up to date with `_merge_in_words`, which only revisits the words that hold the pair."),
     Todo("bpe-encode-word", "gpt/bpe.py", "`BPETokenizer._encode_chunk`", "",
          "**Encoding.** `_encode_chunk` must apply merges in the order they were learned (lowest id first), not "
          "left to right: on \"abc\" with merges (b,c)→256 then (a,b)→257 the answer is [a, 256] (left to right "
@@ -77,7 +82,17 @@ TODOS = [
     Todo("perplexity", "gpt/trainer.py", "`nll_sums` (used by `evaluate`)", "",
          "**Perplexity.** exp(total NLL / total predicted tokens) over the whole split. Never average per-batch "
          "losses or perplexities: the last batch is shorter and padded."),
-    Todo("train-step", "gpt/trainer.py", "`train_step`", "",
+    Todo("adamw-step", "gpt/optim.py", "`AdamW.step`", "",
+         "**AdamW.** Decay the parameters (`p *= 1 - lr * weight_decay`), never the gradient; correct both moments "
+         "by `1 - beta**t` with the parameter's own step `t` (1 on the first step), and add `eps` after the "
+         "square root. One `torch._foreach_*` call per operation, over the whole group."),
+    Todo("lr-schedule", "gpt/optim.py", "`lr_at`", "",
+         "**Schedule.** Warm-up `lr * (it + 1) / warmup_iters`, then the cosine from `lr` down to the floor "
+         "`lr * min_lr_ratio` (not 0) at `max_iters`, and the floor after it; `warmup_iters = 0` means no warm-up."),
+    Todo("clip-grad-norm", "gpt/optim.py", "`clip_grad_norm` (used by `train_step`)", "",
+         "**Clipping.** One norm over all gradients together (the norm of the per-gradient norms), and one factor "
+         "`min(1, max_norm / (norm + 1e-6))` for all of them; return the norm before clipping."),
+    Todo("train-step", "gpt/trainer.py", "`train_step`", "`clip-grad-norm` (advanced level)",
          "**Training step.** Backward every micro-batch (each loss divided by their number), clip the global "
          "gradient norm, step, and reset the gradients."),
     Todo("lstm-forward", "gpt/lstm.py", "`LSTMLanguageModel._run`", "",
@@ -106,7 +121,8 @@ LEVELS = {
                       "the heart of the transformer, nucleus sampling, the evaluation and the training step, and an "
                       "LSTM baseline to compare against"),
     "advanced": Level("advanced", _STANDARD + ("layer-norm", "gelu", "mlp-forward", "block-forward", "gpt-forward",
-                                               "cross-entropy", "kv-cache-append"),
+                                               "cross-entropy", "kv-cache-append", "bpe-train", "adamw-step",
+                                               "lr-schedule", "clip-grad-norm"),
                       "nearly all of it: the byte-pair encoding tokenizer and its training loop, LayerNorm, GELU, the "
                       "MLP, the transformer block, the causal self-attention, the GPT's forward pass and loss, the "
                       "KV cache, nucleus sampling, AdamW, the learning-rate schedule, gradient clipping, evaluation, "

@@ -2,9 +2,9 @@
 
     python tools/mutants.py [--only NAME]
 
-Each mutant edits one solution region (an exact text replacement). For each, the repository's
-handout files are copied to a temporary folder, the edit is applied there, and the graded tests of
-its TODO run; the mutant is "caught" when at least one of them fails. Prints a table
+Each mutant edits one solution region (an exact text replacement, or a few in one file). For each,
+the repository's handout files are copied to a temporary folder, the edit is applied there, and the
+graded tests of its TODO run; the mutant is "caught" when at least one of them fails. Prints a table
 (mutant -> the tests that caught it) and exits 1 if any mutant survives.
 """
 
@@ -33,6 +33,7 @@ class Mutant:
     path: str
     old: str
     new: str
+    more: tuple[tuple[str, str], ...] = ()   # further (old, new) edits of the same file, for one mistake in two places
 
 
 MUTANTS = [
@@ -44,6 +45,15 @@ MUTANTS = [
     Mutant("merge-first-occurrence-only", "bpe-merge", "gpt/bpe.py",
            "            out.append(new_id)\n            i += 2\n",
            "            out.append(new_id)\n            out.extend(ids[i + 2:])\n            break\n"),
+    Mutant("bpe-train-ties-by-id-not-bytes", "bpe-train", "gpt/bpe.py",
+           "heap = [(-c, vocab[a], vocab[b], a, b) for", "heap = [(-c, a, b, a, b) for",
+           more=(("heapq.heappush(heap, (-c, vocab[pair[0]], vocab[pair[1]], pair[0], pair[1]))",
+                  "heapq.heappush(heap, (-c, pair[0], pair[1], pair[0], pair[1]))"),)),
+    Mutant("bpe-train-ignores-word-frequency", "bpe-train", "gpt/bpe.py",
+           "            count_pairs(w, pair_counts, f)\n", "            count_pairs(w, pair_counts)\n"),
+    Mutant("bpe-train-uses-stale-counts", "bpe-train", "gpt/bpe.py",
+           "            if pair_counts.get((a, b)) != -neg_count:\n                continue  # stale entry\n",
+           "            if (a, b) not in pair_counts:\n                continue\n"),
     Mutant("encode-leftmost-pair-not-lowest-rank", "bpe-encode-word", "gpt/bpe.py",
            'best = min(zip(ids, ids[1:]), key=lambda p: merges.get(p, float("inf")))',
            "best = next((p for p in zip(ids, ids[1:]) if p in merges), ids[:2] and (ids[0], ids[1]))"),
@@ -134,11 +144,38 @@ MUTANTS = [
            "logits = self.head(self.drop(out))", "logits = self.head(self.drop(torch.tanh(x @ torch.ones(x.size(-1), out.size(-1)))))"),
     Mutant("recovery-forgets-the-bias", "logit-bias-recovery", "gpt/extras.py",
            "math.log(answer[i]) - math.log(other_p) - bias", "math.log(answer[i]) - math.log(other_p)"),
+    Mutant("adamw-l2-in-the-gradient", "adamw-step", "gpt/optim.py",
+           "torch._foreach_mul_(params, 1 - lr * weight_decay)", "torch._foreach_add_(grads, params, alpha=weight_decay)"),
+    Mutant("adamw-no-bias-correction", "adamw-step", "gpt/optim.py",
+           "step_sizes = [-lr / (1 - beta1 ** t) for t in steps]\n            bias2_sqrt = [math.sqrt(1 - beta2 ** t) for t in steps]",
+           "step_sizes = [-lr for t in steps]\n            bias2_sqrt = [1.0 for t in steps]"),
+    Mutant("adamw-decay-without-lr", "adamw-step", "gpt/optim.py",
+           "torch._foreach_mul_(params, 1 - lr * weight_decay)", "torch._foreach_mul_(params, 1 - weight_decay)"),
+    Mutant("adamw-eps-inside-the-correction", "adamw-step", "gpt/optim.py",
+           "            torch._foreach_div_(denom, bias2_sqrt)\n            torch._foreach_add_(denom, eps)\n",
+           "            torch._foreach_add_(denom, eps)\n            torch._foreach_div_(denom, bias2_sqrt)\n"),
+    Mutant("lr-no-warmup", "lr-schedule", "gpt/optim.py",
+           "    if it < cfg.warmup_iters:\n        return cfg.learning_rate * (it + 1) / cfg.warmup_iters\n",
+           "    if it < cfg.warmup_iters:\n        return cfg.learning_rate\n"),
+    Mutant("lr-warmup-starts-at-zero", "lr-schedule", "gpt/optim.py",
+           "cfg.learning_rate * (it + 1) / cfg.warmup_iters", "cfg.learning_rate * it / cfg.warmup_iters"),
+    Mutant("lr-cosine-to-zero", "lr-schedule", "gpt/optim.py",
+           "    floor = cfg.learning_rate * cfg.min_lr_ratio\n", "    floor = 0.0\n"),
+    Mutant("lr-progress-not-capped", "lr-schedule", "gpt/optim.py",
+           "progress = min(1.0, (it - cfg.warmup_iters) / span)", "progress = (it - cfg.warmup_iters) / span"),
+    Mutant("clip-per-parameter", "clip-grad-norm", "gpt/optim.py",
+           "    torch._foreach_mul_(grads, factor)\n",
+           "    for g, n in zip(grads, norms):\n        g.mul_(torch.clamp(max_norm / (n + 1e-6), max=1.0))\n"),
+    Mutant("clip-without-the-min", "clip-grad-norm", "gpt/optim.py",
+           "factor = torch.clamp(max_norm / (total + 1e-6), max=1.0)", "factor = max_norm / (total + 1e-6)"),
+    Mutant("clip-sums-the-norms", "clip-grad-norm", "gpt/optim.py",
+           "total = torch.linalg.vector_norm(torch.stack([n.to(device) for n in norms]))",
+           "total = torch.stack([n.to(device) for n in norms]).sum()"),
     Mutant("train-step-no-clipping", "train-step", "gpt/trainer.py",
-           "    if grad_clip > 0:\n        torch.nn.utils.clip_grad_norm_", "    if False:\n        torch.nn.utils.clip_grad_norm_"),
+           "    if grad_clip > 0:\n        clip_grad_norm(", "    if False:\n        clip_grad_norm("),
     Mutant("train-step-clips-to-zero-when-off", "train-step", "gpt/trainer.py",
-           "    if grad_clip > 0:\n        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)\n",
-           "    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)\n"),
+           "    if grad_clip > 0:\n        clip_grad_norm(model.parameters(), grad_clip)\n",
+           "    clip_grad_norm(model.parameters(), grad_clip)\n"),
     Mutant("train-step-no-zero-grad", "train-step", "gpt/trainer.py",
            "    optimizer.zero_grad(set_to_none=True)\n", "\n"),
     Mutant("train-step-sums-micro-batches", "train-step", "gpt/trainer.py",
@@ -156,9 +193,11 @@ def run_mutant(m: Mutant, workdir: Path) -> list[str]:
         shutil.copy2(src, dst)
     target = workdir / m.path
     text = target.read_text(encoding="utf-8")
-    if text.count(m.old) != 1:
-        raise SystemExit(f"mutant {m.name}: the text to replace occurs {text.count(m.old)} times in {m.path}")
-    target.write_text(text.replace(m.old, m.new), encoding="utf-8")
+    for old, new in ((m.old, m.new), *m.more):
+        if text.count(old) != 1:
+            raise SystemExit(f"mutant {m.name}: the text to replace occurs {text.count(old)} times in {m.path}")
+        text = text.replace(old, new)
+    target.write_text(text, encoding="utf-8")
     results = workdir / "results.json"
     # only the graded tests of the mutant's TODO: the others cannot be affected by its edit
     subprocess.run([sys.executable, "-m", "pytest", "-m", "graded", "-q", "-p", "no:cacheprovider", "--todo", m.todo,
