@@ -24,17 +24,22 @@ class Todo:
     id: str
     file: str
     function: str            # Markdown for the table's "function" column
-    needs: str = ""          # Markdown for the "needs" column: the TODOs its tests also use
+    needs: tuple[str, ...] = ()   # TODOs its tests also use (the "needs" column shows those of the level)
     hint: str = ""           # one Markdown bullet for "Hints that save time" (empty: none)
+    note: str = ""           # after the needs, e.g. "(for the training test)"
+
+    def needs_in(self, level: str) -> str:
+        ids = [n for n in self.needs if n in LEVELS[level].todos]
+        return ", ".join(f"`{n}`" for n in ids) + (f" {self.note}" if ids and self.note else "")
 
 
 # Every TODO, in the order a student should work (each level lists a subset, in this order).
 TODOS = [
     Todo("bpe-count-pairs", "gpt/bpe.py", "`count_pairs`"),
-    Todo("bpe-merge", "gpt/bpe.py", "`merge` (used by `BPETokenizer.train`)", "`bpe-count-pairs` (for the training test; at the advanced level also `bpe-train`)",
-         "**BPE.** `count_pairs` and `merge` are the two primitives; the trainer calls them in an incremental "
-         "loop, so a slow `merge` makes training slow."),
-    Todo("bpe-train", "gpt/bpe.py", "`BPETokenizer.train` (the merge loop)", "`bpe-count-pairs`, `bpe-merge`",
+    Todo("bpe-merge", "gpt/bpe.py", "`merge` (used by `BPETokenizer.train`)", ("bpe-count-pairs", "bpe-train"),
+         "**BPE.** `count_pairs` and `merge` are the two primitives; the training loop calls them, so a slow "
+         "`merge` makes training slow.", "(for the training test)"),
+    Todo("bpe-train", "gpt/bpe.py", "`BPETokenizer.train` (the merge loop)", ("bpe-count-pairs", "bpe-merge"),
          "**BPE training.** Each step takes the most frequent pair over all words, each word counted with its "
          "frequency; ties go to the smaller *bytes* (`(vocab[a], vocab[b])`), not the smaller ids. A loop that "
          "recounts everything each step is correct (and passes the tests) but slow on the real corpus: keep "
@@ -44,7 +49,8 @@ TODOS = [
          "left to right: on \"abc\" with merges (b,c)→256 then (a,b)→257 the answer is [a, 256] (left to right "
          "would wrongly give [257, c])."),
     Todo("attention-mask", "gpt/model.py", "`CausalSelfAttention.__init__`"),
-    Todo("attention-forward", "gpt/model.py", "`CausalSelfAttention._manual`", "`attention-mask`",
+    Todo("attention-forward", "gpt/model.py", "`CausalSelfAttention._manual`",
+         ("attention-mask", "layer-norm", "gelu", "mlp-forward", "block-forward", "gpt-forward", "cross-entropy"),
          "**Attention.** The mask buffer has ones where attention is allowed. In `_manual`, `q` holds only the new "
          "positions (during generation with the KV cache, a single one at position `past`), while `k` and `v` "
          "hold all positions so far: use rows `past .. past+T-1` of the mask. Scale by 1/sqrt(head size), not "
@@ -57,21 +63,22 @@ TODOS = [
          "**GELU.** GPT-2's tanh approximation, 0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³))); 0.5(1 + tanh z) = "
          "sigmoid(2z) is the same number in fewer operations. The backward pass is the chain rule through it, "
          "checked against autograd of `F.gelu(x, approximate=\"tanh\")`."),
-    Todo("mlp-forward", "gpt/model.py", "`MLP.forward`", "`gelu`",
+    Todo("mlp-forward", "gpt/model.py", "`MLP.forward`", ("gelu",),
          "**MLP.** c_fc (C → 4C), then `gelu`, then c_proj (4C → C), then dropout."),
-    Todo("block-forward", "gpt/model.py", "`Block.forward`", "`layer-norm`, `gelu`, `mlp-forward`, `attention-forward`",
+    Todo("cross-entropy", "gpt/model.py", "`lm_loss` (its forward pass, `_CrossEntropyFunction.forward`)", "",
+         "**Cross-entropy.** nll = logsumexp(logits) - logits[target]; subtract each row's largest logit "
+         "before `exp` (exp(1e4) is inf in float32). With a mask, divide by the number of ones, not by B·T."),
+    Todo("block-forward", "gpt/model.py", "`Block.forward`",
+         ("attention-mask", "attention-forward", "layer-norm", "gelu", "mlp-forward"),
          "**Block.** Pre-LayerNorm: `x = x + attn(ln_1(x), kv_cache, layer)`, then `x = x + mlp(ln_2(x))`. "
          "Normalizing the sum instead (post-LN) or dropping the `x +` gives a different network, and GPT-2's "
          "weights would not load right."),
     Todo("gpt-forward", "gpt/model.py", "`GPT._hidden` and `GPT.forward`",
-         "`block-forward` and the TODOs it needs, `cross-entropy` (for the loss)",
+         ("attention-mask", "attention-forward", "layer-norm", "gelu", "mlp-forward", "block-forward", "cross-entropy"),
          "**GPT forward.** Positions run from `past` (the tokens already in the KV cache) to past + T - 1, not "
          "from 0. Do not forget the final LayerNorm `ln_f`, and score with `self.lm_head` (tied to `wte`)."),
-    Todo("cross-entropy", "gpt/model.py", "`lm_loss` (its forward pass, `_CrossEntropyFunction.forward`)", "",
-         "**Cross-entropy.** nll = logsumexp(logits) - logits[target]; subtract each row's largest logit "
-         "before `exp` (exp(1e4) is inf in float32). With a mask, divide by the number of ones, not by B·T."),
-    Todo("kv-cache-append", "gpt/model.py", "`KVCache.append`", "`attention-forward` and the model's TODOs (for "
-         "the generation test)",
+    Todo("kv-cache-append", "gpt/model.py", "`KVCache.append`",
+         ("attention-mask", "attention-forward", "layer-norm", "gelu", "mlp-forward", "block-forward", "gpt-forward"),
          "**KV cache.** Write the new keys and values at positions `length .. length + T - 1` of the buffers "
          "(not at 0), leave `length` alone (`advance` moves it once every layer has appended), and return slices "
          "of the buffers up to `length + T`."),
@@ -92,7 +99,7 @@ TODOS = [
     Todo("clip-grad-norm", "gpt/optim.py", "`clip_grad_norm` (used by `train_step`)", "",
          "**Clipping.** One norm over all gradients together (the norm of the per-gradient norms), and one factor "
          "`min(1, max_norm / (norm + 1e-6))` for all of them; return the norm before clipping."),
-    Todo("train-step", "gpt/trainer.py", "`train_step`", "`clip-grad-norm` (advanced level)",
+    Todo("train-step", "gpt/trainer.py", "`train_step`", ("clip-grad-norm",),
          "**Training step.** Backward every micro-batch (each loss divided by their number), clip the global "
          "gradient norm, step, and reset the gradients."),
     Todo("lstm-forward", "gpt/lstm.py", "`LSTMLanguageModel._run`", "",
@@ -283,7 +290,9 @@ def render(name: str, level: str, text: str, marks=None) -> str:
         rows = ["| TODO | file | function | points | needs |", "| --- | --- | --- | --- | --- |"]
         for i in todos:
             td = BY_ID[i]
-            rows.append(f"| `{i}` | {td.file} | {td.function} | {_n(pts[i]['public'])} |" + (f" {td.needs} |" if td.needs else " |"))
+            needs = td.needs_in(level)
+            rows.append(f"| `{i}` | {td.file} | {td.function} | {_n(pts[i]['public'])} |"
+                        + (f" {needs} |" if needs else " |"))
         intro = ("Each TODO is a marked block in the code, `raise NotImplementedError(\"TODO(<id>)\")`, with\n"
                  "instructions in the comment right above it (shapes and hints). Work in this order; the public\n"
                  f"tests tell you when each part is right. The public tests are worth **{_n(t['public'])} points**; "
@@ -292,8 +301,8 @@ def render(name: str, level: str, text: str, marks=None) -> str:
         if t["extra"]:
             intro += f" The\nextra-credit TODO adds up to {_n(t['extra'])} points beyond the total."
         hints = [_fill(BY_ID[i].hint, "- ", "  ") for i in todos if BY_ID[i].hint]
-        pair = next(((i, n) for i in todos for n in re.findall(r"`([a-z0-9-]+)`", BY_ID[i].needs) if n in todos),
-                    ("a", "b"))   # an example of the "needs" message, from the level's own table
+        # an example of the "needs" message, from the level's own table
+        pair = next(((i, n) for i in todos for n in BY_ID[i].needs if n in todos), ("a", "b"))
         needs = _fill(f"A test whose TODO needs another one says so when it fails (\"this test of TODO({pair[0]}) "
                       f"needs TODO({pair[1]}) first\"). The tests run your code in a separate process and compare "
                       "what it returns; `print` output from your code shows with `python -m pytest -s`.")
