@@ -17,6 +17,7 @@ from gpt.sampling import generate
 from gpt.sizing import PRESETS, check_sizes, count_parameters, flops_per_token, preset_sizes  # noqa: F401
 
 ATTN_IMPLS = ("manual", "sdpa")
+LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 @dataclass
@@ -55,6 +56,12 @@ class LayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(n_embd)) if bias else None      # shift, starts at 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype in LOW_PRECISION:
+            # Means and variances of bf16/fp16 values lose digits: compute in fp32, as nn.LayerNorm does
+            # (under autocast its output stays fp32; in a .half() model it goes back to the model's dtype).
+            bias = None if self.bias is None else self.bias.float()
+            y = _LayerNormFunction.apply(x.float(), self.weight.float(), bias, self.eps)
+            return y if torch.is_autocast_enabled(x.device.type) else y.to(x.dtype)
         return _LayerNormFunction.apply(x, self.weight, self.bias, self.eps)
 
 
@@ -109,6 +116,8 @@ GELU_C = math.sqrt(2.0 / math.pi)   # 0.7978845608...
 
 def gelu(x: torch.Tensor) -> torch.Tensor:
     """GPT-2's GELU (the tanh approximation): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+    if x.dtype in LOW_PRECISION:   # every step rounded to bf16 would add up: compute in fp32 (as F.gelu does inside)
+        return _GELUFunction.apply(x.float()).to(x.dtype)
     return _GELUFunction.apply(x)
 
 
