@@ -170,9 +170,10 @@ READ_CHARS = 1 << 22          # characters per read: pieces of about 4 MB
 LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"   # where str.splitlines breaks
 
 
-def _read_pieces(path: Path, chars: int = READ_CHARS):
-    """The text of a file in pieces of `chars` characters, decoded as open(path).read() would
-    (UTF-8, universal newlines: \r\n and \r become \n)."""
+def _read_pieces(path: Path, chars: int | None = None):
+    """The text of a file in pieces of `chars` (default READ_CHARS) characters, decoded as
+    open(path).read() would (UTF-8, universal newlines: \r\n and \r become \n)."""
+    chars = chars or READ_CHARS
     try:
         with open(path, encoding="utf-8") as f:
             while piece := f.read(chars):
@@ -322,6 +323,7 @@ def _content_key(kind: str, stats: dict[str, SplitStats]) -> str:
 
 # -- streaming helpers --------------------------------------------------------------------
 
+CHUNK_CHARS = 1 << 20          # characters per chunk handed to a tokenizer worker
 PARALLEL_MIN_BYTES = 8 << 20    # below this, one process is quicker than starting workers
 
 
@@ -399,7 +401,7 @@ def count_train_pretokens(corpus: Corpus, processes: int | None = None, progress
     """Pre-token counts of the train split, streamed (what BPETokenizer.train counts from the whole text)."""
     total = corpus.stats("train").bytes
     with _bar("tokenizer: counting pre-tokens", total, progress) as bar:
-        chunks = chunks_for_pretokenizer(_tracked(corpus.pieces("train"), bar), special_tokens=[EOT])
+        chunks = chunks_for_pretokenizer(_tracked(corpus.pieces("train"), bar), CHUNK_CHARS, special_tokens=[EOT])
         return count_pretokens(chunks, GPT2_SPLIT_PATTERN, [EOT], processes=workers_for(total, processes))
 
 
@@ -444,7 +446,7 @@ def write_ids(path, pieces, tok: BPETokenizer, total: int | None = None, desc: s
         if tok.eot_id is not None:
             f.write(np.array([tok.eot_id], dtype).tobytes())
             n += 1
-        chunks = chunks_for_pretokenizer(_tracked(pieces, bar, seen), pattern=tok.pattern)
+        chunks = chunks_for_pretokenizer(_tracked(pieces, bar, seen), CHUNK_CHARS, pattern=tok.pattern)
         for ids in encode_chunks(tok, chunks, workers_for(total or 0, processes), dtype):
             f.write(ids.tobytes())
             n += len(ids)

@@ -190,18 +190,32 @@ def parallel_map(fn, items: Iterable, processes: int, ordered: bool = True, init
     import multiprocessing as mp
     import threading
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else None)
-    slots = threading.BoundedSemaphore(in_flight or 2 * processes)
+    in_flight = in_flight or 2 * processes
+    slots = threading.Semaphore(in_flight)
+    stop = threading.Event()
 
-    def throttled():
+    def throttled():        # runs in the pool's task-feeding thread
         for item in items:
             slots.acquire()
+            if stop.is_set():
+                return
             yield item
 
-    with ctx.Pool(processes, initializer=init, initargs=init_args) as pool:
+    pool = ctx.Pool(processes, initializer=init, initargs=init_args)
+    try:
         run = pool.imap if ordered else pool.imap_unordered
         for result in run(fn, throttled()):
             slots.release()
             yield result
+        pool.close()
+    finally:
+        # On an error (or an abandoned generator) the feeding thread may wait on `slots`: wake it so
+        # that terminate() can join it, then stop the workers.
+        stop.set()
+        for _ in range(in_flight + 1):
+            slots.release()
+        pool.terminate()
+        pool.join()
 
 
 # Where a text may be cut into chunks that pre-tokenize, each on its own, exactly as the whole text does:
@@ -272,8 +286,27 @@ def encode_chunks(tok: "BPETokenizer", chunks: Iterable[str], processes: int = 1
 
 
 def _encode_array(tok, chunk: str, dtype):
+    """tok.encode_ordinary(chunk) as an array, without a Python step per token: the pre-tokens' ids come
+    from the tokenizer's cache (WikiText's Zipfian vocabulary makes nearly every lookup a hit) and
+    numpy reads them straight off the iterator."""
     import numpy as np
-    return np.array(tok.encode_ordinary(chunk), dtype=dtype)
+    from itertools import chain
+    cache = tok._cache
+    if len(cache) > _CACHE_LIMIT:
+        cache.clear()
+    return np.fromiter(chain.from_iterable(map(cache.__getitem__, tok._pat.findall(chunk))), dtype=dtype)
+
+
+class _PretokenCache(dict):
+    """pre-token -> its ids, encoding (and remembering) a pre-token on its first lookup."""
+
+    def __init__(self, encode_word):
+        super().__init__()
+        self._encode_word = encode_word
+
+    def __missing__(self, piece: str) -> list[int]:
+        ids = self[piece] = self._encode_word(piece)
+        return ids
 
 
 def _init_encoder(tok_dict, dtype):
@@ -354,7 +387,7 @@ class BPETokenizer:
         self._special_pat = (regex.compile("(" + "|".join(regex.escape(s) for s in
                              sorted(self.special_tokens, key=len, reverse=True)) + ")")
                              if self.special_tokens else None)
-        self._cache: dict[str, list[int]] = {}
+        self._cache: dict[str, list[int]] = _PretokenCache(self._encode_chunk)
 
     # -- sizes -----------------------------------------------------------------
     @property
