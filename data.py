@@ -12,6 +12,19 @@ Corpora are resolved in this order:
 Each split is one stream of token ids: an <|endoftext|> token first (so that the first real token
 is predicted too, and every token of the text is counted exactly once), then the ids of the text.
 The ids are cached as .npy files keyed by corpus and tokenizer, and memory-mapped on later runs.
+
+Everything streams, so a corpus of many gigabytes needs no more memory than a small one:
+  - a Corpus gives each split as an iterator of text pieces (whole lines, a few MB each): files are read
+    in pieces (UTF-8, universal newlines, as open().read() decodes them), a .txt file's lines are counted
+    in a first pass and each split's lines streamed, `datasets` rows are joined a batch at a time;
+  - one pass per split (in load_corpus for local files) gives its SplitStats: SHA-256 (the cache key),
+    UTF-8 bytes and word count (bits per byte and word-level perplexity) and whether it holds any text;
+  - the BPE is trained on pre-token counts taken chunk by chunk (count_train_pretokens; worker
+    processes for a large split), only the merge loop sees the distinct pre-tokens;
+  - write_ids encodes chunk by chunk (worker processes, in order) straight into the .npy, written
+    through a temporary file and renamed when complete.
+Chunks are cut by gpt.bpe.chunks_for_pretokenizer only where GPT-2's pre-tokenizer splits the same way
+with or without the cut, so the ids (and merges) are exactly those of the whole text.
 """
 
 from __future__ import annotations
