@@ -196,8 +196,11 @@ def test_a_crlf_file_without_final_newline_gives_the_ids_of_reading_it_whole(val
     assert (stats.words, stats.bytes) == (count_words(text), len(text.encode("utf-8")))
 
 
-def test_streamed_training_learns_the_same_merges(wiki_valid, small_chunks):
+@pytest.mark.parametrize("lines", ["wikitext", "unindented"])
+def test_streamed_training_learns_the_same_merges(lines, wiki_valid, small_chunks):
     text = wiki_valid.read_text(encoding="utf-8")[:400_000] + " a  <|endoftext|> b <|endoftext|>  \n"
+    if lines == "unindented":     # lines that start with a word, not a space (most texts but WikiText)
+        text = text.replace("\n ", "\n")
     path = wiki_valid.parent / "unused"
     corpus = data.Corpus("t", "k", {"train": text, "valid": "v", "test": "t"})
     corpus._sources["train"] = lambda: (text[i:i + 3001] for i in range(0, len(text), 3001))
