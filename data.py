@@ -30,6 +30,7 @@ with or without the cut, so the ids (and merges) are exactly those of the whole 
 from __future__ import annotations
 
 import codecs
+import errno
 import functools
 import hashlib
 import os
@@ -453,6 +454,15 @@ def write_ids(path, pieces, tok: BPETokenizer, total: int | None = None, desc: s
     """
     seen = _StatsPass() if expect_sha256 else None
     dtype = np.dtype(np.uint16 if tok.vocab_size <= 1 << 16 else np.int32)
+    try:
+        return _write_ids(path, pieces, tok, dtype, total, desc, processes, progress, expect_sha256, seen)
+    except OSError as e:
+        if e.errno == errno.ENOSPC:       # as atomic_open says it for NumPy's short writes
+            raise OSError(f"cannot write {path} ({e.strerror}: is the disk full?)") from None
+        raise
+
+
+def _write_ids(path, pieces, tok, dtype, total, desc, processes, progress, expect_sha256, seen) -> int:
     n = 0
     with atomic_open(path) as f, _bar(desc, total, progress) as bar:
         f.write(_npy_header(dtype, 0))
