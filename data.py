@@ -12,18 +12,36 @@ Corpora are resolved in this order:
 Each split is one stream of token ids: an <|endoftext|> token first (so that the first real token
 is predicted too, and every token of the text is counted exactly once), then the ids of the text.
 The ids are cached as .npy files keyed by corpus and tokenizer, and memory-mapped on later runs.
+
+Everything streams, so a corpus of many gigabytes needs no more memory than a small one:
+  - a Corpus gives each split as an iterator of text pieces (whole lines, a few MB each): files are read
+    in pieces (UTF-8, universal newlines, as open().read() decodes them), a .txt file's lines are counted
+    in a first pass and each split's lines streamed, `datasets` rows are joined a batch at a time;
+  - one pass per split (in load_corpus for local files) gives its SplitStats: SHA-256 (the cache key),
+    UTF-8 bytes and word count (bits per byte and word-level perplexity) and whether it holds any text;
+  - the BPE is trained on pre-token counts taken chunk by chunk (count_train_pretokens; worker
+    processes for a large split), only the merge loop sees the distinct pre-tokens;
+  - write_ids encodes chunk by chunk (worker processes, in order) straight into the .npy, written
+    through a temporary file and renamed when complete.
+Chunks are cut by gpt.bpe.chunks_for_pretokenizer only where GPT-2's pre-tokenizer splits the same way
+with or without the cut, so the ids (and merges) are exactly those of the whole text.
 """
 
 from __future__ import annotations
 
+import codecs
+import errno
+import functools
 import hashlib
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from gpt.bpe import GPT2_SPLIT_PATTERN, BPETokenizer
+from tqdm.auto import tqdm
+
+from gpt.bpe import EOT, GPT2_SPLIT_PATTERN, BPETokenizer, chunks_for_pretokenizer, count_pretokens, encode_chunks
 from gpt.cli import UserError
 from gpt.utils import atomic_open, network_available, remove_stale_temporaries
 
@@ -35,10 +53,92 @@ BUILTIN = "builtin"
 
 
 @dataclass
+class SplitStats:
+    """What the metrics and the cache need of a split's text, gathered in one streaming pass."""
+    bytes: int = 0              # UTF-8 bytes (bits per byte)
+    words: int = 0              # WikiText's word count (gpt.metrics.count_words)
+    sha256: str = ""            # of the UTF-8 text (the cache key)
+    has_text: bool = False      # anything but whitespace
+
+
+class _StatsPass:
+    """SplitStats of a text fed piece by piece (pieces cut anywhere, even inside a word)."""
+
+    def __init__(self):
+        self.h, self.nbytes, self.tokens, self.newlines, self.has_text = hashlib.sha256(), 0, 0, 0, False
+        self.last = ""
+
+    def add(self, piece: str) -> None:
+        if not piece:
+            return
+        data = piece.encode("utf-8", "surrogatepass")
+        self.h.update(data)
+        self.nbytes += len(data)
+        self.tokens += len(piece.split())
+        if self.last and not self.last.isspace() and not piece[0].isspace():
+            self.tokens -= 1                       # one word cut in two by the piece boundary
+        self.newlines += piece.count("\n")
+        self.has_text = self.has_text or not piece.isspace()
+        self.last = piece[-1]
+
+    def result(self) -> SplitStats:
+        lines = self.newlines + (1 if self.last and self.last != "\n" else 0)
+        return SplitStats(self.nbytes, self.tokens + lines, self.h.hexdigest(), self.has_text)
+
+
 class Corpus:
-    name: str                   # what it is called in messages
-    key: str                    # identity for the cache (changes when the source changes)
-    texts: dict[str, str] = field(repr=False)   # "train" / "valid" / "test" -> text
+    """Three text splits, each readable as a stream of text pieces (never needed whole in memory).
+
+    Corpus(name, key, texts) holds small in-memory texts ({"train": str, ...}); the loaders below give
+    `sources` instead: split -> a function returning a fresh iterator over the split's text, in pieces of
+    whole lines of a few MB. `pieces(split)` streams a split, `stats(split)` gives its SplitStats (from
+    the pass that made the cache key, or one pass on first use), `texts[split]` the whole text as one
+    string (for small corpora and tests: it reads all of it).
+    """
+
+    def __init__(self, name: str, key: str, texts: dict[str, str] | None = None, *,
+                 sources: dict | None = None, stats: dict[str, SplitStats] | None = None):
+        self.name = name            # what it is called in messages
+        self.key = key              # identity for the cache (changes when the text changes)
+        self._texts = texts
+        self._sources = sources if sources is not None else {s: (lambda t=t: iter((t,))) for s, t in texts.items()}
+        self._stats = dict(stats or {})
+
+    def pieces(self, split: str):
+        return self._sources[split]()
+
+    def stats(self, split: str) -> SplitStats:
+        if split not in self._stats:
+            self._stats[split] = _scan(self.pieces(split))
+        return self._stats[split]
+
+    @property
+    def texts(self) -> dict[str, str]:
+        if self._texts is None:
+            return _JoinedTexts(self)
+        return self._texts
+
+    def __repr__(self) -> str:
+        return f"Corpus(name={self.name!r}, key={self.key!r})"
+
+
+class _JoinedTexts(dict):
+    def __init__(self, corpus: Corpus):
+        super().__init__()
+        self.corpus = corpus
+
+    def __missing__(self, split: str) -> str:
+        if split not in SPLITS:
+            raise KeyError(split)
+        self[split] = text = "".join(self.corpus.pieces(split))
+        return text
+
+
+def _scan(pieces) -> SplitStats:
+    acc = _StatsPass()
+    for piece in pieces:
+        acc.add(piece)
+    return acc.result()
 
 
 # -- finding the text ----------------------------------------------------------------------
@@ -54,9 +154,9 @@ def load_corpus(corpus: str = DEFAULT_CORPUS, data_dir: str | None = None) -> Co
     if config not in HF_CONFIGS:
         raise UserError(f"unknown corpus {corpus!r}; use one of {', '.join(HF_CONFIGS)}, "
                         f"'{BUILTIN}', a .txt file, or --data-dir DIR")
-    texts = _from_hf(config)
-    if texts is not None:
-        return Corpus(config, f"hf-{config}", texts)
+    sources = _from_hf(config)
+    if sources is not None:
+        return Corpus(config, f"hf-{config}", sources=sources)
     if config == DEFAULT_CORPUS:
         print(f"notice: {config} is not in the Hugging Face cache and there is no network, so this run uses "
               "the built-in offline corpus (Python's documentation); for WikiText offline pass --data-dir DIR "
@@ -72,45 +172,119 @@ def _from_folder(folder: Path) -> Corpus:
     for ext in ("raw", "tokens"):
         paths = {s: folder / f"wiki.{s}.{ext}" for s in SPLITS}
         if all(p.is_file() for p in paths.values()):
-            texts = {s: _read_text(p) for s, p in paths.items()}
-            return _checked(Corpus(f"{folder.name} ({ext})", _content_key("dir", texts), texts),
+            sources = {s: functools.partial(_read_pieces, p) for s, p in paths.items()}
+            stats = {s: _scan_with_bar(sources[s](), f"reading {p.name}", p.stat().st_size) for s, p in paths.items()}
+            return _checked(Corpus(f"{folder.name} ({ext})", _content_key("dir", stats), sources=sources, stats=stats),
                             {s: str(p) for s, p in paths.items()})
     raise UserError(f"{folder} must hold wiki.train.raw, wiki.valid.raw, wiki.test.raw "
                     "(or the same three files ending .tokens)")
 
 
-def _read_text(path: Path) -> str:
+READ_CHARS = 1 << 22          # characters per read: pieces of about 4 MB
+LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"   # where str.splitlines breaks
+
+
+def _read_pieces(path: Path, chars: int | None = None):
+    """The text of a file in pieces of `chars` (default READ_CHARS) characters, decoded as
+    open(path).read() would (UTF-8, universal newlines: \r\n and \r become \n)."""
+    chars = chars or READ_CHARS
     try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path} is not UTF-8 text (byte {e.start} cannot be decoded); "
+        with open(path, encoding="utf-8") as f:
+            while piece := f.read(chars):
+                yield piece
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text (byte {_first_invalid_byte(path)} cannot be decoded); "
                         "convert it, e.g. iconv -f latin1 -t utf-8") from None
     except OSError as e:
         raise UserError(f"cannot read {path} ({e.strerror})") from None
 
 
+def _first_invalid_byte(path: Path) -> int:
+    """Offset in the file of the first byte that is not valid UTF-8 (a streaming decode, as the error path)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(1 << 20)
+            pending = len(decoder.getstate()[0])
+            try:
+                decoder.decode(block, final=not block)
+            except UnicodeDecodeError as e:
+                return offset - pending + e.start
+            if not block:
+                return offset
+            offset += len(block)
+
+
+def _line_blocks(pieces):
+    """Lists of whole lines (str.splitlines(keepends=True) of the whole text, \r\n one break), from
+    pieces of text cut anywhere."""
+    carry = ""
+    for piece in pieces:
+        lines = (carry + piece).splitlines(True)
+        carry = ""
+        if lines and (lines[-1][-1] not in LINE_BREAKS or lines[-1][-1] == "\r"):
+            carry = lines.pop()          # unfinished (or a \r that a \n may follow)
+        if lines:
+            yield lines
+    if carry:
+        yield [carry]
+
+
+def _line_range(path: Path, start: int, stop: int):
+    """Lines start..stop-1 of a file (str.splitlines' lines), in pieces."""
+    i = 0
+    for lines in _line_blocks(_read_pieces(path)):
+        j = i + len(lines)
+        if j > start:
+            yield "".join(lines[max(start - i, 0):stop - i])
+        i = j
+        if i >= stop:
+            return
+
+
 def _checked(corpus: Corpus, sources: dict[str, str]) -> Corpus:
     """Refuse a corpus with an empty split before any work (training would fail at its first evaluation)."""
     for split in SPLITS:
-        if not corpus.texts[split].strip():
+        if not corpus.stats(split).has_text:
             raise UserError(f"the {split} split ({sources[split]}) is empty: every split needs text")
     return corpus
 
 
+def _split_points(n_lines: int) -> tuple[int, int]:
+    """The documented rule: first 90% of lines train, next 5% valid, last 5% test."""
+    if n_lines < 20:
+        raise UserError(f"a text corpus needs at least 20 lines to split 90/5/5, this one has {n_lines}")
+    return int(n_lines * 0.90), int(n_lines * 0.95)
+
+
 def _split_lines(text: str) -> dict[str, str]:
-    """The documented rule for one text: first 90% of lines train, next 5% valid, last 5% test."""
+    """_split_points applied to one in-memory text."""
     lines = text.splitlines(keepends=True)
-    if len(lines) < 20:
-        raise UserError(f"a text corpus needs at least 20 lines to split 90/5/5, this one has {len(lines)}")
-    a, b = int(len(lines) * 0.90), int(len(lines) * 0.95)
+    a, b = _split_points(len(lines))
     return {"train": "".join(lines[:a]), "valid": "".join(lines[a:b]), "test": "".join(lines[b:])}
 
 
 def _from_text_file(path: Path) -> Corpus:
+    """A .txt file in two streaming passes: count its lines, then read each split's lines (the stats)."""
     if not path.is_file():
         raise UserError(f"corpus file {path} does not exist")
-    texts = _split_lines(_read_text(path))
-    return _checked(Corpus(path.name, _content_key("txt", texts), texts),
+    size = path.stat().st_size
+    with _bar(f"counting lines of {path.name}", size) as bar:
+        n_lines = sum(len(lines) for lines in _line_blocks(_tracked(_read_pieces(path), bar)))
+    a, b = _split_points(n_lines)
+    bounds = {"train": (0, a), "valid": (a, b), "test": (b, n_lines)}
+    sources = {s: functools.partial(_line_range, path, *bounds[s]) for s in SPLITS}
+    acc = {s: _StatsPass() for s in SPLITS}
+    i = 0
+    with _bar(f"reading {path.name}", size) as bar:        # one pass for the three splits' stats
+        for lines in _line_blocks(_tracked(_read_pieces(path), bar)):
+            for s, (lo, hi) in bounds.items():
+                if i + len(lines) > lo and i < hi:
+                    acc[s].add("".join(lines[max(lo - i, 0):hi - i]))
+            i += len(lines)
+    stats = {s: acc[s].result() for s in SPLITS}
+    return _checked(Corpus(path.name, _content_key("txt", stats), sources=sources, stats=stats),
                     {s: f"{share} of the lines of {path}" for s, share in
                      zip(SPLITS, ("the first 90%", "the next 5%", "the last 5%"))})
 
@@ -119,11 +293,14 @@ def builtin_corpus() -> Corpus:
     """Python's bundled documentation (about 0.5 MB of English), present in every Python."""
     import pydoc_data.topics as topics
     text = "\n".join(topics.topics[k] for k in sorted(topics.topics))
-    return Corpus("builtin (Python documentation)", _content_key("builtin", texts := _split_lines(text)), texts)
+    texts = _split_lines(text)
+    stats = {s: _scan((t,)) for s, t in texts.items()}
+    return Corpus("builtin (Python documentation)", _content_key("builtin", stats), texts, stats=stats)
 
 
-def _from_hf(config: str) -> dict[str, str] | None:
-    """WikiText through `datasets`; None if it is neither cached nor downloadable."""
+def _from_hf(config: str) -> dict | None:
+    """WikiText through `datasets` (split -> function streaming its rows); None if it is neither cached
+    nor downloadable."""
     if not network_available() and "datasets" not in sys.modules:
         # datasets reads these at import: look in the local cache only, never wait on the network.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -138,25 +315,73 @@ def _from_hf(config: str) -> dict[str, str] | None:
     except OSError:   # not cached and no network (ConnectionError), or not found (FileNotFoundError)
         return None
     names = {"train": "train", "valid": "validation", "test": "test"}
-    # Each row is one line of the original file (with its newline); joining them gives the file back.
-    return {s: "".join(ds[hf_name]["text"]) for s, hf_name in names.items()}
+    return {s: functools.partial(_hf_pieces, ds[hf_name]) for s, hf_name in names.items()}
 
 
-def _content_key(kind: str, texts: dict[str, str]) -> str:
+def _hf_pieces(rows, batch_size: int = 10_000):
+    """Each row is one line of the original file (with its newline): joining a batch of rows gives a
+    piece of the file back. The dataset is memory-mapped Arrow, so only one batch is in memory."""
+    for batch in rows.iter(batch_size=batch_size):
+        yield "".join(batch["text"])
+
+
+def _content_key(kind: str, stats: dict[str, SplitStats]) -> str:
     """Cache identity from the text itself (not a path or a size): an edit of any split, even one
-    that keeps the file size, gives new token ids. Hashing WikiText-2 takes about 30 ms."""
+    that keeps the file size, gives new token ids. The SHA-256 of each split is taken in the pass that
+    reads it anyway (about 1 s per GB)."""
     h = hashlib.sha256()
     for split in SPLITS:
-        data = texts[split].encode("utf-8", "surrogatepass")
-        h.update(len(data).to_bytes(8, "little") + data)
+        h.update(f"{split} {stats[split].bytes} {stats[split].sha256}\n".encode())
     return f"{kind}-{h.hexdigest()[:16]}"
+
+
+# -- streaming helpers --------------------------------------------------------------------
+
+CHUNK_CHARS = 1 << 20          # characters per chunk handed to a tokenizer worker
+PARALLEL_MIN_BYTES = 8 << 20    # below this, one process is quicker than starting workers
+
+
+def workers_for(nbytes: int, processes: int | None = None) -> int:
+    """How many processes to tokenize `nbytes` of text with: every core the process may use, unless
+    the text is small (or `processes` says)."""
+    if processes is not None:
+        return max(1, processes)
+    if nbytes < PARALLEL_MIN_BYTES:
+        return 1
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _bar(desc: str, total: int, progress: bool | None = None):
+    """A tqdm bar in bytes on stderr. progress None: only when stderr is a terminal (so logs and pipes
+    get no carriage-return spam); True: always; False: never."""
+    return tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, mininterval=0.5,
+                disable=None if progress is None else not progress, leave=False, dynamic_ncols=True,
+                file=sys.stderr)
+
+
+def _tracked(pieces, bar, stats: _StatsPass | None = None):
+    """Pass the pieces through, advancing `bar` by their UTF-8 size (and feeding `stats`)."""
+    for piece in pieces:
+        if stats is not None:
+            stats.add(piece)
+        bar.update(len(piece.encode("utf-8", "surrogatepass")) if not piece.isascii() else len(piece))
+        yield piece
+
+
+def _scan_with_bar(pieces, desc: str, total: int) -> SplitStats:
+    with _bar(desc, total) as bar:
+        return _scan(_tracked(pieces, bar))
 
 
 # -- tokenizer and ids ----------------------------------------------------------------------
 
 def get_tokenizer(corpus: Corpus, kind: str = "bpe", vocab_size: int = 8192, gpt2_dir: str | None = None,
-                  cache_dir: str = "runs/cache") -> BPETokenizer:
-    """A BPE trained on the corpus' train split (cached), or GPT-2's tokenizer from gpt2_dir."""
+                  cache_dir: str = "runs/cache", processes: int | None = None) -> BPETokenizer:
+    """A BPE trained on the corpus' train split (cached), or GPT-2's tokenizer from gpt2_dir.
+
+    The train split is streamed: its pre-tokens are counted chunk by chunk (in worker processes for a
+    large split, see workers_for), and only the counts (one entry per distinct pre-token) are kept.
+    """
     if kind == "gpt2":
         if gpt2_dir is None:
             raise UserError("--tokenizer gpt2 needs --gpt2-dir DIR holding encoder.json and vocab.bpe")
@@ -171,7 +396,7 @@ def get_tokenizer(corpus: Corpus, kind: str = "bpe", vocab_size: int = 8192, gpt
     path = Path(cache_dir) / corpus.key / f"tokenizer-{_tokenizer_key(vocab_size)}.json"
     if path.is_file():
         return BPETokenizer.load(path)
-    tok = BPETokenizer.train(corpus.texts["train"], vocab_size)
+    tok = BPETokenizer.train(count_train_pretokens(corpus, processes), vocab_size)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path.parent, [path.name])
     tok.save(path)
@@ -186,21 +411,82 @@ def tokenizer_fingerprint(tok: BPETokenizer) -> str:
     return hashlib.sha256(repr(sorted(tok.to_dict().items())).encode()).hexdigest()[:12]
 
 
-def encode_splits(corpus: Corpus, tok: BPETokenizer, cache_dir: str = "runs/cache") -> dict[str, np.ndarray]:
+def count_train_pretokens(corpus: Corpus, processes: int | None = None, progress: bool | None = None):
+    """Pre-token counts of the train split, streamed (what BPETokenizer.train counts from the whole text)."""
+    total = corpus.stats("train").bytes
+    with _bar("tokenizer: counting pre-tokens", total, progress) as bar:
+        chunks = chunks_for_pretokenizer(_tracked(corpus.pieces("train"), bar), CHUNK_CHARS, special_tokens=[EOT])
+        return count_pretokens(chunks, GPT2_SPLIT_PATTERN, [EOT], processes=workers_for(total, processes))
+
+
+def encode_splits(corpus: Corpus, tok: BPETokenizer, cache_dir: str = "runs/cache", processes: int | None = None,
+                  progress: bool | None = None) -> dict[str, np.ndarray]:
     """Token-id stream of each split: [<|endoftext|>] + encode(text), as uint16 or int32 arrays.
 
-    Saved as .npy on first use and memory-mapped afterwards (no re-tokenization on later runs).
+    Saved as .npy on first use and memory-mapped afterwards (no re-tokenization on later runs). The
+    text is streamed and encoded chunk by chunk (write_ids), so no split is ever one list of ids.
     """
     folder = Path(cache_dir) / corpus.key / f"ids-{tokenizer_fingerprint(tok)}"
     folder.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(folder, [f"{split}.npy" for split in SPLITS])
-    dtype = np.uint16 if tok.vocab_size <= 1 << 16 else np.int32
     out = {}
     for split in SPLITS:
         path = folder / f"{split}.npy"
         if not path.is_file():
-            ids = ([tok.eot_id] if tok.eot_id is not None else []) + tok.encode(corpus.texts[split])
-            with atomic_open(path) as f:
-                np.save(f, np.asarray(ids, dtype=dtype))
+            stats = corpus.stats(split)
+            write_ids(path, corpus.pieces(split), tok, total=stats.bytes, desc=f"encoding {corpus.name} {split}",
+                      processes=processes, progress=progress, expect_sha256=stats.sha256)
         out[split] = np.load(path, mmap_mode="r")
     return out
+
+
+def write_ids(path, pieces, tok: BPETokenizer, total: int | None = None, desc: str = "encoding",
+              processes: int | None = None, progress: bool | None = None, expect_sha256: str | None = None) -> int:
+    """Write [<|endoftext|>] + tok.encode(text of `pieces`) to the .npy file `path`; returns the count.
+
+    The text is re-cut where the pre-tokenizer allows (chunks_for_pretokenizer: the ids are exactly those
+    of the whole text), the chunks are encoded in order by worker processes (encode_chunks; every core
+    for a large text, see workers_for), and each chunk's ids go straight to the file, whose .npy header
+    is written last with the final length. The file is written atomically (atomic_open): after a failure
+    anywhere there is no `path`, never a partial one. With expect_sha256 (the split's SplitStats.sha256,
+    from which the cache key was made) the text read is checked against it, so that a file edited after
+    load_corpus never leaves ids of the new text under the old text's key.
+    """
+    seen = _StatsPass() if expect_sha256 else None
+    dtype = np.dtype(np.uint16 if tok.vocab_size <= 1 << 16 else np.int32)
+    try:
+        return _write_ids(path, pieces, tok, dtype, total, desc, processes, progress, expect_sha256, seen)
+    except OSError as e:
+        if e.errno == errno.ENOSPC:       # as atomic_open says it for NumPy's short writes
+            raise OSError(f"cannot write {path} ({e.strerror}: is the disk full?)") from None
+        raise
+
+
+def _write_ids(path, pieces, tok, dtype, total, desc, processes, progress, expect_sha256, seen) -> int:
+    n = 0
+    with atomic_open(path) as f, _bar(desc, total, progress) as bar:
+        f.write(_npy_header(dtype, 0))
+        if tok.eot_id is not None:
+            f.write(np.array([tok.eot_id], dtype).tobytes())
+            n += 1
+        chunks = chunks_for_pretokenizer(_tracked(pieces, bar, seen), CHUNK_CHARS, pattern=tok.pattern)
+        for ids in encode_chunks(tok, chunks, workers_for(total or 0, processes), dtype):
+            f.write(ids.tobytes())
+            n += len(ids)
+        if seen is not None and seen.result().sha256 != expect_sha256:
+            raise UserError(f"{desc}: the text changed after it was loaded (it is not the text the cache key "
+                            "was made from); run again")
+        f.seek(0)
+        f.write(_npy_header(dtype, n))
+    return n
+
+
+_NPY_HEADER_BYTES = 128
+
+
+def _npy_header(dtype: np.dtype, n: int) -> bytes:
+    """A .npy (format 1.0) header for a 1-d array of n items, always 128 bytes long, so that it can be
+    written first as a placeholder and rewritten in place when n is known."""
+    d = "{'descr': %r, 'fortran_order': False, 'shape': (%d,), }" % (np.lib.format.dtype_to_descr(dtype), n)
+    room = _NPY_HEADER_BYTES - 10
+    return b"\x93NUMPY\x01\x00" + room.to_bytes(2, "little") + (d.ljust(room - 1) + "\n").encode("latin1")

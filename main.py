@@ -32,7 +32,7 @@ from gpt.cli import (ArgumentParser, UserError, flag_errors, non_negative_float,
                      positive_int, run_cli, seed_int)
 from gpt.distributed import DistInfo, Preempted
 from gpt.experiments import RunFailed, default_grid, load_grid, run_grid
-from gpt.metrics import describe_metrics, text_metrics
+from gpt.metrics import describe_metrics, split_metrics
 from gpt.model import ATTN_IMPLS, GPT, GPTConfig
 from gpt.pretrained import PretrainedError, load_gpt2, with_block_size
 from gpt.profiles import auto_profile, build_config, describe, iters_for_epochs, resolve_settings
@@ -179,7 +179,8 @@ def report_run(args, corpus, ids, summary: dict, tcfg, device, t0: float) -> Non
     else:                                                      # it saw part of it (--eval-batches): do it whole now
         res = evaluate(best, ids["valid"], best.config.block_size, tcfg.batch_size, device)
         nll, tokens = res.nll, res.tokens
-    metrics = text_metrics(nll, tokens, corpus.texts["valid"])
+    stats = corpus.stats("valid")
+    metrics = split_metrics(nll, tokens, stats.words, stats.bytes)
     print(f"done in {summary['train_seconds']:.0f} s of training ({time.perf_counter() - t0:.0f} s in all). "
           f"Best checkpoint on the whole validation split: {describe_metrics(metrics)}")
     lines = []
@@ -208,7 +209,8 @@ def cmd_eval(args) -> int:
         raise UserError(f"--stride {stride} is longer than the model's context (block_size {block})")
     with flag_errors("--split", kinds=(ValueError,)):
         res = evaluate(model, ids, block, args.batch_size, next(model.parameters()).device, stride=stride)
-    m = text_metrics(res.nll, res.tokens, corpus.texts[args.split])
+    stats = corpus.stats(args.split)
+    m = split_metrics(res.nll, res.tokens, stats.words, stats.bytes)
     if ckpt is not None:
         print(f"checkpoint: {args.checkpoint} (iteration {ckpt['iteration']})")
     else:

@@ -108,17 +108,214 @@ def bytes_to_unicode() -> dict[int, str]:
     return dict(zip(visible, map(chr, chars)))
 
 
+class PretokenCounts(Counter):
+    """Pre-token -> frequency, as count_pretokens returns it, remembering the pattern and special tokens it
+    was counted with. BPETokenizer.train accepts it in place of text (so the counting can be done
+    elsewhere: streamed, in worker processes) and refuses one counted with another pattern."""
+
+    def __init__(self, counts=(), pattern: str = GPT2_SPLIT_PATTERN, special_tokens: Iterable[str] = ()):
+        super().__init__(counts)
+        self.pattern, self.special_tokens = pattern, tuple(sorted(set(special_tokens)))
+
+
 def count_pretokens(texts: Iterable[str], pattern: str = GPT2_SPLIT_PATTERN,
-                    special_tokens: Iterable[str] = ()) -> Counter:
-    """Count how often each pre-token occurs. Special tokens are cut out first and never counted."""
-    pat = regex.compile(pattern)
-    specials = sorted(special_tokens, key=len, reverse=True)
-    splitter = regex.compile("|".join(regex.escape(s) for s in specials)) if specials else None
+                    special_tokens: Iterable[str] = (), processes: int = 1) -> PretokenCounts:
+    """Count how often each pre-token occurs. Special tokens are cut out first and never counted.
+
+    `texts` is consumed lazily, one string at a time, and each string is pre-tokenized on its own, so a
+    corpus can be streamed in chunks: cut it where `safe_cut` says (chunks_for_pretokenizer does) and the
+    counts equal those of the whole text. processes > 1 counts the chunks in that many worker processes.
+    Given a PretokenCounts (counted earlier with the same pattern and special tokens), returns it as is.
+    """
+    special_tokens = list(special_tokens)
+    if isinstance(texts, PretokenCounts):
+        if texts.pattern != pattern or texts.special_tokens != tuple(sorted(set(special_tokens))):
+            raise ValueError("these pre-token counts were made with another pattern or other special tokens")
+        return texts
+    counts = PretokenCounts(pattern=pattern, special_tokens=special_tokens)
+    if processes > 1:
+        for part in parallel_map(_count_batch, _batches(texts), processes, ordered=False,
+                                 init=_init_counter, init_args=(pattern, tuple(special_tokens))):
+            counts.update(part)
+        return counts
+    count = _Counter(pattern, special_tokens)
+    for text in texts:
+        count(text, counts)
+    return counts
+
+
+class _Counter:
+    def __init__(self, pattern, special_tokens):
+        specials = sorted(special_tokens, key=len, reverse=True)
+        self.findall = regex.compile(pattern).findall
+        self.split = regex.compile("|".join(regex.escape(s) for s in specials)).split if specials else None
+
+    def __call__(self, text: str, counts: Counter) -> None:
+        for piece in (self.split(text) if self.split else (text,)):
+            counts.update(self.findall(piece))
+
+
+_worker_state: dict = {}
+
+
+def _init_counter(pattern, special_tokens):
+    _worker_state["count"] = _Counter(pattern, special_tokens)
+
+
+def _count_batch(texts: list[str]) -> Counter:
     counts: Counter = Counter()
     for text in texts:
-        for piece in (splitter.split(text) if splitter else (text,)):
-            counts.update(pat.findall(piece))
+        _worker_state["count"](text, counts)
     return counts
+
+
+def _batches(texts: Iterable[str], chars: int = 1 << 22):
+    """Group consecutive strings into lists of about `chars` characters (one task for a worker each)."""
+    batch, n = [], 0
+    for text in texts:
+        batch.append(text)
+        n += len(text)
+        if n >= chars:
+            yield batch
+            batch, n = [], 0
+    if batch:
+        yield batch
+
+
+def parallel_map(fn, items: Iterable, processes: int, ordered: bool = True, init=None, init_args=(),
+                 in_flight: int | None = None):
+    """fn over items in `processes` worker processes, results in order (or as they come), reading `items`
+    lazily: at most `in_flight` items (default 2 per process) are handed out and not yet consumed, so a
+    stream of chunks never piles up in memory. A worker's exception is raised here."""
+    import multiprocessing as mp
+    import threading
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else None)
+    in_flight = in_flight or 2 * processes
+    slots = threading.Semaphore(in_flight)
+    stop = threading.Event()
+
+    def throttled():        # runs in the pool's task-feeding thread
+        for item in items:
+            slots.acquire()
+            if stop.is_set():
+                return
+            yield item
+
+    pool = ctx.Pool(processes, initializer=init, initargs=init_args)
+    try:
+        run = pool.imap if ordered else pool.imap_unordered
+        for result in run(fn, throttled()):
+            slots.release()
+            yield result
+        pool.close()
+    finally:
+        # On an error (or an abandoned generator) the feeding thread may wait on `slots`: wake it so
+        # that terminate() can join it, then stop the workers.
+        stop.set()
+        for _ in range(in_flight + 1):
+            slots.release()
+        pool.terminate()
+        pool.join()
+
+
+# Where a text may be cut into chunks that pre-tokenize, each on its own, exactly as the whole text does:
+# before the last whitespace character of a run that a non-space character follows. A cut at a line
+# break is NOT enough: GPT-2's pattern ends a whitespace run one character early when a word follows
+# ("= \n \n Senjou" gives " \n \n" then " Senjou"), so a chunk ending in " \n" alone would tokenize
+# its end differently (see tests/test_data.py). Here the tail starts afresh with that one character (the
+# regex has no look-behind) and the head's last match, which would have stopped before that character
+# anyway, sees the end of the string instead of a space: the same match.
+def _cut_pattern(special_tokens: Iterable[str] = ()):
+    special_tokens = list(special_tokens)
+    # A run that ends at a special token ends the text piece it is in: never cut there, and only where
+    # enough text follows to tell.
+    avoid = "".join(f"(?!{regex.escape(s)})" for s in special_tokens)
+    longest = max(map(len, special_tokens), default=1)
+    return regex.compile(r"(?rs)\s(?=\S)" + avoid + f"(?=.{{{longest}}})")
+
+
+def safe_cut(text: str, special_tokens: Iterable[str] = ()) -> int:
+    """The last index i > 0 at which text[:i] and text[i:] pre-tokenize (GPT-2's pattern, special tokens cut
+    out as in training) into exactly the pre-tokens of text; 0 if there is none."""
+    m = _cut_pattern(special_tokens).search(text, 1)
+    return m.start() if m else 0
+
+
+def chunks_for_pretokenizer(pieces: Iterable[str], chars: int = 1 << 20, special_tokens: Iterable[str] = (),
+                            pattern: str = GPT2_SPLIT_PATTERN):
+    """Re-cut a stream of text pieces (any sizes, e.g. blocks of lines) into chunks of about `chars`
+    characters, each ending at a safe_cut, so that pre-tokenizing the chunks one by one gives exactly the
+    pre-tokens (and hence the token ids) of the whole text. Only GPT-2's pattern is known to be safe to
+    cut; for another pattern the text is joined into one chunk."""
+    if pattern != GPT2_SPLIT_PATTERN:
+        yield "".join(pieces)
+        return
+    cut = _cut_pattern(special_tokens)
+    buf: list[str] = []
+    n = 0
+    for piece in pieces:
+        if not piece:
+            continue
+        buf.append(piece)
+        n += len(piece)
+        if n >= chars:
+            text = "".join(buf)
+            m = cut.search(text, 1)
+            if m:
+                yield text[:m.start()]
+                text = text[m.start():]
+            buf, n = [text], len(text)
+    text = "".join(buf)
+    if text:
+        yield text
+
+
+def encode_chunks(tok: "BPETokenizer", chunks: Iterable[str], processes: int = 1, dtype=None):
+    """Token ids of each chunk (tok.encode_ordinary), in order, as NumPy arrays of `dtype` (default
+    uint16 when the vocabulary fits, else int32), encoded in `processes` worker processes (each with its
+    own pre-token cache) when processes > 1. Cut a text with chunks_for_pretokenizer and the
+    concatenated arrays are exactly tok.encode_ordinary(text)."""
+    import numpy as np
+    dtype = dtype or (np.uint16 if tok.vocab_size <= 1 << 16 else np.int32)
+    if processes <= 1:
+        for chunk in chunks:
+            yield _encode_array(tok, chunk, dtype)
+        return
+    yield from parallel_map(_encode_in_worker, chunks, processes, init=_init_encoder,
+                            init_args=(tok.to_dict(), np.dtype(dtype).str))
+
+
+def _encode_array(tok, chunk: str, dtype):
+    """tok.encode_ordinary(chunk) as an array, without a Python step per token: the pre-tokens' ids come
+    from the tokenizer's cache (WikiText's Zipfian vocabulary makes nearly every lookup a hit) and
+    numpy reads them straight off the iterator."""
+    import numpy as np
+    from itertools import chain
+    cache = tok._cache
+    if len(cache) > _CACHE_LIMIT:
+        cache.clear()
+    return np.fromiter(chain.from_iterable(map(cache.__getitem__, tok._pat.findall(chunk))), dtype=dtype)
+
+
+class _PretokenCache(dict):
+    """pre-token -> its ids, encoding (and remembering) a pre-token on its first lookup."""
+
+    def __init__(self, encode_word):
+        super().__init__()
+        self._encode_word = encode_word
+
+    def __missing__(self, piece: str) -> list[int]:
+        ids = self[piece] = self._encode_word(piece)
+        return ids
+
+
+def _init_encoder(tok_dict, dtype):
+    _worker_state["tok"] = BPETokenizer.from_dict(tok_dict)
+    _worker_state["dtype"] = dtype
+
+
+def _encode_in_worker(chunk: str):
+    return _encode_array(_worker_state["tok"], chunk, _worker_state["dtype"])
 
 
 def _token_id(i) -> int:
@@ -190,7 +387,7 @@ class BPETokenizer:
         self._special_pat = (regex.compile("(" + "|".join(regex.escape(s) for s in
                              sorted(self.special_tokens, key=len, reverse=True)) + ")")
                              if self.special_tokens else None)
-        self._cache: dict[str, list[int]] = {}
+        self._cache: dict[str, list[int]] = _PretokenCache(self._encode_chunk)
 
     # -- sizes -----------------------------------------------------------------
     @property

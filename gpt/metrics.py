@@ -25,7 +25,11 @@ def perplexity(nll: float, count: int) -> float:
 
 def text_metrics(nll: float, tokens: int, text: str) -> dict:
     """loss, perplexity, word-level perplexity and bits per byte of a total NLL over `text`."""
-    words, nbytes = count_words(text), len(text.encode("utf-8"))
+    return split_metrics(nll, tokens, count_words(text), len(text.encode("utf-8")))
+
+
+def split_metrics(nll: float, tokens: int, words: int, nbytes: int) -> dict:
+    """text_metrics from the text's word count and UTF-8 size (a streamed split's data.SplitStats)."""
     return {"loss": nll / tokens, "ppl": perplexity(nll, tokens), "word_ppl": perplexity(nll, words),
             "bits_per_byte": nll / (math.log(2) * nbytes), "tokens": tokens, "words": words, "bytes": nbytes}
 

@@ -36,6 +36,7 @@ from conftest import ROOT, data_path
 from gpt import checkpoint
 from gpt.bpe import BPETokenizer
 from gpt.checkpoint import CheckpointError, load_checkpoint
+from gpt.cli import UserError
 from gpt.utils import atomic_write_bytes, read_jsonl
 
 # A small model that trains in a second or two; each test adds its own iteration counts.
@@ -184,15 +185,20 @@ def test_a_same_size_edit_of_the_text_gives_new_token_ids(small_data, tmp_path):
     import data as data_module
     folder = copy_data(small_data, tmp_path / "data")
     before = data_module.load_corpus(data_dir=str(folder))
+    tok = BPETokenizer.train(before.texts["train"], 300)
+    ids_before = data_module.encode_splits(before, tok, str(tmp_path / "cache"))["valid"]
     valid = (folder / "wiki.valid.tokens").read_text()
     i = valid.index("the")
     (folder / "wiki.valid.tokens").write_text(valid[:i] + "THE" + valid[i + 3:])   # same size in bytes
     after = data_module.load_corpus(data_dir=str(folder))
     assert before.key != after.key, "the cache key follows the content, not the path and size"
-    tok = BPETokenizer.train(before.texts["train"], 300)
-    ids_before = data_module.encode_splits(before, tok, str(tmp_path / "cache"))["valid"]
     ids_after = data_module.encode_splits(after, tok, str(tmp_path / "cache"))["valid"]
     assert list(ids_after[1:]) == tok.encode(after.texts["valid"]) != list(ids_before[1:])
+    # The corpus is streamed: one loaded before the edit reads the new text, which must not be cached
+    # under the old text's key.
+    with pytest.raises(UserError, match="changed after it was loaded"):
+        data_module.encode_splits(before, tok, str(tmp_path / "other-cache"))
+    assert not list((tmp_path / "other-cache").rglob("*valid.npy*")), "nothing written for the edited split"
 
 
 def test_resume_refuses_other_data_or_another_tokenizer(small_data, tmp_path):
