@@ -72,6 +72,19 @@ def device() -> str:
     return f"{cpu}, {torch.get_num_threads()} threads; {gpu}"
 
 
+KEEP = "<!-- kept by run.py -->"
+
+
+def kept_sections(path: str) -> list[str]:
+    """Sections of the old RESULTS.md marked KEEP (figures of long runs recorded by other commands)."""
+    try:
+        old = open(path, encoding="utf-8").read()
+    except OSError:
+        return []
+    sections = ["\n## " + part for part in old.split("\n## ")[1:]]
+    return [sec if sec.endswith("\n") else sec + "\n" for sec in sections if KEEP in sec]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
@@ -92,6 +105,7 @@ def main():
         parts.append(f"\n## {title}\n\n`python benchmarks/{' '.join(cmd)}` ({took:.0f} s)\n\n```\n{text}\n```\n")
         if proc.returncode:
             sys.exit(f"error: benchmark {cmd[0]} failed")
+    parts += kept_sections(args.out)
     atomic_write_bytes(args.out, "".join(parts).encode("utf-8"))
     print(f"wrote {args.out}")
 
