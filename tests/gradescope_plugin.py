@@ -166,6 +166,8 @@ def score_line(state) -> str:
     got = sum(e["info"]["points"] for e in regular if e["passed"])
     got_extra = sum(e["info"]["points"] for e in extra if e["passed"])
     total = sum(e["info"]["max_score"] for e in regular)
+    if extra and not regular:   # only extra-credit tests ran (e.g. --todo logit-bias-recovery)
+        return f"score {got_extra:g} extra-credit points (of {sum(e['info']['points'] for e in extra):g})"
     line = f"score {got + got_extra:g} of {total:g} points"
     if extra:
         line += f" ({got:g} of {total:g}, plus {got_extra:g} of {sum(e['info']['points'] for e in extra):g} extra credit)"

@@ -128,6 +128,7 @@ def test_the_score_command_of_the_readme_works_twice(handout):
     for _ in range(2):
         proc = run([*command[1:], "--todo", "logit-bias-recovery", "-p", "no:cacheprovider"], cwd=handout)
         assert proc.returncode == 1 and "1 failed" in proc.stdout, proc.stdout + proc.stderr
+        assert "graded tests: score 0 extra-credit points (of 5)" in proc.stdout, "not 'score 0 of 0 points'"
         assert json.loads((handout / "results.json").read_text())["score"] == 0
     (handout / "results.json").unlink()
 

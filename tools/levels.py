@@ -48,13 +48,6 @@ TODOS = [
          "**Encoding.** `_encode_chunk` must apply merges in the order they were learned (lowest id first), not "
          "left to right: on \"abc\" with merges (b,c)→256 then (a,b)→257 the answer is [a, 256] (left to right "
          "would wrongly give [257, c])."),
-    Todo("attention-mask", "gpt/model.py", "`CausalSelfAttention.__init__`"),
-    Todo("attention-forward", "gpt/model.py", "`CausalSelfAttention._manual`",
-         ("attention-mask", "layer-norm", "gelu", "mlp-forward", "block-forward", "gpt-forward", "cross-entropy"),
-         "**Attention.** The mask buffer has ones where attention is allowed. In `_manual`, `q` holds only the new "
-         "positions (during generation with the KV cache, a single one at position `past`), while `k` and `v` "
-         "hold all positions so far: use rows `past .. past+T-1` of the mask. Scale by 1/sqrt(head size), not "
-         "1/head size. The softmax runs over the keys (last dimension)."),
     Todo("layer-norm", "gpt/model.py", "`LayerNorm` (its forward pass, `_LayerNormFunction.forward`)", "",
          "**LayerNorm.** Mean and *biased* variance (divide by C, not C - 1) over the last dimension, kept as "
          "(..., 1) so they broadcast; eps goes inside the square root. Keep the names `xhat` and `rstd`: the "
@@ -68,6 +61,13 @@ TODOS = [
     Todo("cross-entropy", "gpt/model.py", "`lm_loss` (its forward pass, `_CrossEntropyFunction.forward`)", "",
          "**Cross-entropy.** nll = logsumexp(logits) - logits[target]; subtract each row's largest logit "
          "before `exp` (exp(1e4) is inf in float32). With a mask, divide by the number of ones, not by B·T."),
+    Todo("attention-mask", "gpt/model.py", "`CausalSelfAttention.__init__`"),
+    Todo("attention-forward", "gpt/model.py", "`CausalSelfAttention._manual`",
+         ("attention-mask", "layer-norm", "gelu", "mlp-forward", "block-forward", "gpt-forward", "cross-entropy"),
+         "**Attention.** The mask buffer has ones where attention is allowed. In `_manual`, `q` holds only the new "
+         "positions (during generation with the KV cache, a single one at position `past`), while `k` and `v` "
+         "hold all positions so far: use rows `past .. past+T-1` of the mask. Scale by 1/sqrt(head size), not "
+         "1/head size. The softmax runs over the keys (last dimension)."),
     Todo("block-forward", "gpt/model.py", "`Block.forward`",
          ("attention-mask", "attention-forward", "layer-norm", "gelu", "mlp-forward"),
          "**Block.** Pre-LayerNorm: `x = x + attn(ln_1(x), kv_cache, layer)`, then `x = x + mlp(ln_2(x))`. "
