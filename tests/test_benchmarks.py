@@ -11,10 +11,12 @@ from conftest import ROOT, data_path
 def test_benchmarks_quick_run(tmp_path):
     data_path("gpt2", "encoder.json")       # the tokenizer benchmark reads the shared data
     out = tmp_path / "RESULTS.md"
+    out.write_text("# old\n\n## Rewritten\n\nold numbers\n\n## Long run\n<!-- kept by run.py -->\nkept 42\n")
     proc = subprocess.run([sys.executable, "benchmarks/run.py", "--quick", "--out", str(out)], cwd=ROOT,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     text = out.read_text()
+    assert "kept 42" in text and "old numbers" not in text, "a section marked as recorded elsewhere survives"
     for needle in ("ours / HF time", "ours / tiktoken", "manual/eager", "cache/recompute", "- device:", "- versions:",
                    "s/1000 iters", "measured/estimate", "ours / transformers throughput"):
         assert needle in text, needle
