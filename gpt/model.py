@@ -56,12 +56,6 @@ class LayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(n_embd)) if bias else None      # shift, starts at 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype in LOW_PRECISION:
-            # Means and variances of bf16/fp16 values lose digits: compute in fp32, as nn.LayerNorm does
-            # (under autocast its output stays fp32; in a .half() model it goes back to the model's dtype).
-            bias = None if self.bias is None else self.bias.float()
-            y = _LayerNormFunction.apply(x.float(), self.weight.float(), bias, self.eps)
-            return y if torch.is_autocast_enabled(x.device.type) else y.to(x.dtype)
         return _LayerNormFunction.apply(x, self.weight, self.bias, self.eps)
 
 
@@ -71,6 +65,10 @@ class _LayerNormFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, eps):
+        dtype = x.dtype
+        if dtype in LOW_PRECISION:   # means and variances of bf16/fp16 values lose digits: compute in fp32
+            x, weight = x.float(), weight.float()
+            bias = None if bias is None else bias.float()
         # TODO(layer-norm): normalize each position's vector x[..., :] (the last dimension, size C),
         # then scale and shift it. x: (..., C), weight: (C,), bias: (C,) or None. Define:
         #   mean = average of x over the last dim                      -> (..., 1)  (keepdim=True)
@@ -90,9 +88,10 @@ class _LayerNormFunction(torch.autograd.Function):
         xhat = xc.mul_(rstd)                                   # (..., C) in place: xc is ours
         y = xhat * weight if bias is None else torch.addcmul(bias, xhat, weight)   # (..., C)
         ### END SOLUTION
-        ctx.save_for_backward(xhat, rstd, weight)
+        # kept in the input's dtype, as nn.LayerNorm keeps its input: a bf16 run stores bf16 activations
+        ctx.save_for_backward(xhat.to(dtype), rstd, weight)
         ctx.has_bias = bias is not None
-        return y
+        return y.to(dtype)
 
     @staticmethod
     def backward(ctx, grad_y):
@@ -100,6 +99,8 @@ class _LayerNormFunction(torch.autograd.Function):
         the last dim; dL/dweight and dL/dbias sum grad_y * xhat and grad_y over every position. The two
         means are matrix-vector products: mean(g) = grad_y @ weight / C, mean(g * xhat) = (grad_y * xhat) @ weight / C."""
         xhat, rstd, weight = ctx.saved_tensors
+        if xhat.dtype in LOW_PRECISION:   # in fp32, like the forward pass (autograd casts grad_x back)
+            xhat, grad_y = xhat.float(), grad_y.float()
         C = grad_y.size(-1)
         gy_xhat = grad_y * xhat                                                     # (..., C)
         grad_weight = gy_xhat.reshape(-1, C).sum(0) if ctx.needs_input_grad[1] else None
@@ -116,8 +117,6 @@ GELU_C = math.sqrt(2.0 / math.pi)   # 0.7978845608...
 
 def gelu(x: torch.Tensor) -> torch.Tensor:
     """GPT-2's GELU (the tanh approximation): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
-    if x.dtype in LOW_PRECISION:   # every step rounded to bf16 would add up: compute in fp32 (as F.gelu does inside)
-        return _GELUFunction.apply(x.float()).to(x.dtype)
     return _GELUFunction.apply(x)
 
 
@@ -128,7 +127,7 @@ class _GELUFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x):
         ctx.save_for_backward(x)
-        # TODO(gelu): return y = 0.5 * x * (1 + tanh(GELU_C * (x + 0.044715 * x^3))), elementwise, same
+        # TODO(gelu): set y = 0.5 * x * (1 + tanh(GELU_C * (x + 0.044715 * x^3))), elementwise, same
         # shape as x (GELU_C = sqrt(2/pi) is defined above). Pitfalls: the 0.5; x^3, not x^2; the constant
         # is sqrt(2 / pi), not sqrt(2) / pi. Faster, and the same number: 0.5 * (1 + tanh(z)) equals
         # sigmoid(2z), so y = x * sigmoid(2 * GELU_C * (x + 0.044715 * x^3)). This runs outside autograd,
@@ -137,8 +136,9 @@ class _GELUFunction(torch.autograd.Function):
         ### BEGIN SOLUTION
         z = x * x                                                    # x^2
         z = z.mul_(2.0 * GELU_C * 0.044715).add_(2.0 * GELU_C).mul_(x)  # 2 sqrt(2/pi) (x + 0.044715 x^3)
-        return z.sigmoid_().mul_(x)                                  # x * sigmoid(2z) = 0.5 x (1 + tanh(z))
+        y = z.sigmoid_().mul_(x)                                     # x * sigmoid(2z) = 0.5 x (1 + tanh(z))
         ### END SOLUTION
+        return y
 
     @staticmethod
     def backward(ctx, grad_y):
