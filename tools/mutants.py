@@ -23,7 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
-from make_handout import HANDOUT_FILES, collect  # noqa: E402
+from make_handout import END, HANDOUT_FILES, collect  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -97,8 +97,8 @@ MUTANTS = [
     Mutant("mlp-no-dropout", "mlp-forward", "gpt/model.py",
            "return self.dropout(self.c_proj(gelu(self.c_fc(x))))", "return self.c_proj(gelu(self.c_fc(x)))"),
     Mutant("block-no-residual", "block-forward", "gpt/model.py",
-           "        x = x + self.mlp(self.ln_2(x))\n        return x\n        ### END SOLUTION",
-           "        x = self.mlp(self.ln_2(x))\n        return x\n        ### END SOLUTION"),
+           f"        x = x + self.mlp(self.ln_2(x))\n        return x\n        {END}",
+           f"        x = self.mlp(self.ln_2(x))\n        return x\n        {END}"),
     Mutant("block-post-layernorm", "block-forward", "gpt/model.py",
            "        x = x + self.attn(self.ln_1(x), kv_cache, layer)\n        x = x + self.mlp(self.ln_2(x))\n        return x\n",
            "        x = self.ln_1(x + self.attn(x, kv_cache, layer))\n        x = self.ln_2(x + self.mlp(x))\n        return x\n"),
@@ -109,7 +109,7 @@ MUTANTS = [
            "pos = torch.arange(past, past + T, dtype=torch.long, device=idx.device)",
            "pos = torch.arange(0, T, dtype=torch.long, device=idx.device)"),
     Mutant("gpt-no-final-layernorm", "gpt-forward", "gpt/model.py",
-           "        x = self.transformer.ln_f(x)\n        ### END SOLUTION", "        ### END SOLUTION"),
+           f"        x = self.transformer.ln_f(x)\n        {END}", f"        {END}"),
     Mutant("gpt-head-uses-wte", "gpt-forward", "gpt/model.py",
            "logits = self.lm_head(self._hidden(idx))  ", "logits = self._hidden(idx) @ self.transformer.wte.weight.t()  "),
     Mutant("gpt-loss-ignores-mask", "gpt-forward", "gpt/model.py",
