@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
-from gpt.utils import choose_device
+from gpt.utils import choose_device, keep_freed_memory
 
 STOP_SIGNALS = ("SIGUSR1", "SIGTERM", "SIGINT")
 
@@ -55,6 +55,8 @@ def compute_init(device: str = "auto") -> tuple[DistInfo, torch.device, bool]:
     """
     dist = DistInfo.from_env()
     dev = choose_device(device)
+    if dev.type == "cpu":
+        keep_freed_memory()   # a CPU step's large tensors reuse the last step's pages (see there)
     if dist.world_size > 1 and dev.type == "cuda":
         dev = torch.device("cuda", dist.local_rank)
         torch.cuda.set_device(dev)
