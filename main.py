@@ -35,7 +35,7 @@ from gpt.experiments import RunFailed, default_grid, load_grid, run_grid
 from gpt.metrics import describe_metrics, split_metrics
 from gpt.model import ATTN_IMPLS, GPT, GPTConfig
 from gpt.pretrained import PretrainedError, load_gpt2, with_block_size
-from gpt.profiles import auto_profile, build_config, describe, iters_for_epochs, resolve_settings
+from gpt.profiles import auto_profile, build_config, describe, fit_to_corpus, iters_for_epochs, resolve_settings
 from gpt.sizing import MEMORY_FORMULAS, PRESETS, check_fits, memory_report
 from gpt.trainer import OPTIMIZERS, PRECISIONS, SCHEDULES, DivergedError, TrainConfig, Trainer, evaluate, \
     time_training_steps
@@ -70,6 +70,7 @@ def setup_run(args, device, ids, vocab_size: int, pretrained=None):
         train_settings["max_iters"] = iters_for_epochs(args.epochs, len(ids["train"]), model_settings["block_size"],
                                                        train_settings.get("batch_size", 32),
                                                        train_settings.get("grad_accum", 1))
+    train_settings = fit_to_corpus(train_settings, given, device.type, len(ids["train"]), model_settings["block_size"])
     resume = args.resume or (args.auto_resume and os.path.exists(os.path.join(args.out_dir, "last.pt")))
     tcfg = TrainConfig(device=str(device), out_dir=args.out_dir, resume=resume, progress=not args.no_progress,
                        **train_settings)

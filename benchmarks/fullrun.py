@@ -23,7 +23,7 @@ import common  # noqa: F401  (puts the repository on sys.path)
 
 from gpt.profiles import auto_profile, build_model, describe, resolve_settings
 from gpt.trainer import TrainConfig, autocast_context, make_optimizer, train_step
-from gpt.utils import choose_device, enable_tf32, synchronize
+from gpt.utils import choose_device, enable_tf32, keep_freed_memory, synchronize
 from gpt.windows import WindowBatches
 
 
@@ -82,6 +82,8 @@ def main():
     ap.add_argument("--extra", default=None, help='time these settings too, e.g. "attn_impl=sdpa precision=bf16"')
     args = ap.parse_args()
     device = choose_device(args.device)
+    if device.type == "cpu":
+        keep_freed_memory()   # as main.py's CPU runs do (gpt.distributed.compute_init)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
     variants = [({}, False)]
     if device.type == "cuda":

@@ -16,20 +16,45 @@ from gpt.checkpoint import MODEL_KINDS
 from gpt.sizing import preset_sizes
 from gpt.trainer import TrainConfig
 
+# The CPU profile was chosen by benchmarks/sweep.py (benchmarks/RESULTS.md has the table): in the
+# training time of the previous profile (4 layers, width 128, context 128, batch 32, fp32, lr 2e-3, 600
+# iterations: 1.87 bits per byte on WikiText-2 valid) a shorter context with a larger batch, bf16
+# autocast (1.5x faster steps on a CPU with native bf16) and a larger learning rate reach 1.67.
 AUTO_PROFILES = {
-    "cpu": dict(n_layer=4, n_head=4, n_embd=128, block_size=128, dropout=0.0, vocab_size=4096,
-                batch_size=32, learning_rate=2e-3, warmup_iters=50, max_iters=600, eval_interval=300,
-                precision="fp32"),
+    "cpu": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0, vocab_size=4096,
+                batch_size=64, learning_rate=4e-3, warmup_iters=50, max_iters=1000, eval_interval=500,
+                precision="bf16"),
     "gpu": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2, vocab_size=8192,
                 batch_size=64, learning_rate=1e-3, warmup_iters=200, max_iters=5000, eval_interval=250,
                 patience=4, precision="bf16"),
 }
+# The CPU run is short and its iterations fixed: on a small corpus they would be many epochs (24 on the
+# built-in text, whose validation perplexity doubles between iterations 300 and 600), so unless
+# --max-iters or --epochs is given it makes at most this many passes over the training windows.
+# The GPU profile stops early instead (patience).
+AUTO_MAX_EPOCHS = {"cpu": 3.0, "gpu": None}
 # Set by the caller from its own state, never from the profile or the flags.
 RUN_FIELDS = ("device", "out_dir", "resume", "progress")
 
 
+# Where bf16 is emulated (a CPU without AVX512-BF16 or AMX, or an Apple GPU) it is slower than fp32:
+# there the CPU profile trains in fp32, for the iterations that take the same time.
+CPU_FP32 = dict(precision="fp32", max_iters=650, eval_interval=325)
+
+
 def auto_profile(device_type: str) -> dict:
-    return dict(AUTO_PROFILES["gpu" if device_type == "cuda" else "cpu"])
+    if device_type == "cuda":
+        return dict(AUTO_PROFILES["gpu"])
+    profile = dict(AUTO_PROFILES["cpu"])
+    if device_type != "cpu" or not cpu_has_bf16():
+        profile.update(CPU_FP32)
+    return profile
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 matrix products natively (AVX512-BF16 or AMX tiles)."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")   # private, so looked up with care
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
 
 
 def resolve_settings(given: dict, device_type: str, preset: str = "auto", fast: bool = False,
@@ -59,6 +84,24 @@ def iters_for_epochs(epochs: float, n_tokens: int, block_size: int, batch_size: 
     """Iterations that take every training window (of block_size + 1 tokens) `epochs` times."""
     windows = (n_tokens - 1) // block_size
     return max(1, math.ceil(epochs * (windows // (batch_size * grad_accum))))
+
+
+def fit_to_corpus(train: dict, given: dict, device_type: str, n_tokens: int, block_size: int) -> dict:
+    """Training settings with max_iters cut to AUTO_MAX_EPOCHS passes over n_tokens, when the flags chose
+    neither --max-iters nor --epochs; a shortened run also evaluates halfway and at the end, and warms
+    up for at most a tenth of it (unless those were chosen too)."""
+    cap = AUTO_MAX_EPOCHS["gpu" if device_type == "cuda" else "cpu"]
+    if cap is None or given.get("max_iters") is not None or given.get("epochs") is not None:
+        return train
+    iters = iters_for_epochs(cap, n_tokens, block_size, train.get("batch_size", 32), train.get("grad_accum", 1))
+    if iters >= train.get("max_iters", iters):
+        return train
+    out = dict(train, max_iters=iters)
+    if given.get("eval_interval") is None:
+        out["eval_interval"] = max(1, min(train.get("eval_interval", iters), math.ceil(iters / 2)))
+    if given.get("warmup_iters") is None:
+        out["warmup_iters"] = min(train.get("warmup_iters", 0), iters // 10)
+    return out
 
 
 def build_config(kind: str, vocab_size: int, settings: dict):

@@ -93,15 +93,20 @@ def generate(model, idx: torch.Tensor, max_new_tokens: int, temperature: float =
         with torch.inference_mode():   # like no_grad, with less bookkeeping per op
             cache = model.new_cache(idx.size(0)) if use_cache else None
             done = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
+            # every token goes into one buffer allocated up front (no torch.cat copying the context per step)
+            out = torch.empty(idx.size(0), idx.size(1) + max_new_tokens, dtype=idx.dtype, device=idx.device)
+            out[:, :idx.size(1)] = idx
+            n = idx.size(1)                                                               # tokens so far
             for _ in range(max_new_tokens):
-                logits = model.next_logits(idx, cache).float()                           # (B, V)
+                logits = model.next_logits(out[:, :n], cache).float()                    # (B, V)
                 nxt = next_token(logits, temperature, do_sample, top_k, top_p, generator)   # (B,)
                 if eos_id is not None:
                     nxt = torch.where(done, torch.full_like(nxt, eos_id), nxt)
                     done |= nxt == eos_id
-                idx = torch.cat([idx, nxt[:, None]], dim=1)                               # (B, T + 1)
+                out[:, n] = nxt
+                n += 1
                 if eos_id is not None and bool(done.all()):
                     break
     finally:
         model.train(was_training)
-    return idx.clone()   # a normal tensor again, usable anywhere (e.g. as training data)
+    return out[:, :n].clone()   # a normal tensor again (not an inference tensor), usable anywhere
