@@ -43,19 +43,14 @@ BASELINE_ITERS = 600
 CANDIDATES = {
     "baseline": {},
     "bf16": dict(precision="bf16"),
-    "bf16 sdpa": dict(precision="bf16", attn_impl="sdpa"),
     "bf16 lr 4e-3": dict(precision="bf16", learning_rate=4e-3),
     "bf16 width 192 lr 3e-3": dict(precision="bf16", n_embd=192, n_head=6, learning_rate=3e-3),
-    "bf16 6 layers lr 3e-3": dict(precision="bf16", n_layer=6, learning_rate=3e-3),
     "bf16 vocab 2048 lr 3e-3": dict(precision="bf16", vocab_size=2048, learning_rate=3e-3),
     "bf16 context 64 batch 64 lr 3e-3": dict(precision="bf16", block_size=64, batch_size=64, learning_rate=3e-3),
-    # round 2, from round 1's results
-    "bf16 lr 6e-3": dict(precision="bf16", learning_rate=6e-3),
+    # round 2, from round 1's results (the short context with the larger batch won)
     "bf16 context 64 batch 64 lr 4e-3": dict(precision="bf16", block_size=64, batch_size=64, learning_rate=4e-3),
     "bf16 context 64 batch 64 lr 6e-3": dict(precision="bf16", block_size=64, batch_size=64, learning_rate=6e-3),
     "bf16 context 32 batch 128 lr 4e-3": dict(precision="bf16", block_size=32, batch_size=128, learning_rate=4e-3),
-    "bf16 context 64 batch 64 width 192 lr 4e-3": dict(precision="bf16", block_size=64, batch_size=64, n_embd=192,
-                                                       n_head=6, learning_rate=4e-3),
     # the profile's fallback where bf16 is not native (gpt.profiles.CPU_FP32)
     "fp32 context 64 batch 64 lr 4e-3": dict(block_size=64, batch_size=64, learning_rate=4e-3),
 }

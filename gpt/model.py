@@ -256,6 +256,8 @@ class CausalSelfAttention(nn.Module):
         dropout = self.dropout if self.training else 0.0
         if past == 0:
             return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        if T == 1:   # a generation step: the one new query comes after every key, so nothing is masked
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
         mask = self.causal_mask[:, :, past:past + T, :S].bool()
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
 
