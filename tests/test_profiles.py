@@ -10,23 +10,25 @@ from gpt.profiles import AUTO_MAX_EPOCHS, auto_profile, fit_to_corpus, resolve_s
 CPU = dict(max_iters=600, eval_interval=300, warmup_iters=50, batch_size=32)
 
 
-def test_small_corpus_caps_the_cpu_run_at_three_epochs():
+def test_small_corpus_caps_the_cpu_run_at_ten_epochs_with_early_stopping():
     # 100,000 tokens, block 128: (100,000 - 1) // 128 = 781 windows; 781 // 32 = 24 iterations an epoch
-    assert AUTO_MAX_EPOCHS["cpu"] == 3.0
+    assert AUTO_MAX_EPOCHS["cpu"] == 10.0
     out = fit_to_corpus(CPU, {}, "cpu", 100_000, 128)
-    assert out["max_iters"] == 72, "3 epochs of 24 iterations"
-    assert out["eval_interval"] == 36, "a shortened run evaluates halfway and at the end"
-    assert out["warmup_iters"] == 7, "warm-up at most a tenth of the run"
+    assert out["max_iters"] == 240, "10 epochs of 24 iterations"
+    assert out["eval_interval"] == 24, "a shortened run evaluates every epoch"
+    assert out["patience"] == 2, "and stops after two evaluations without a new best"
+    assert out["warmup_iters"] == 24, "warm-up at most a tenth of the run"
 
 
 def test_large_corpus_flags_and_gpu_keep_the_profile():
-    assert fit_to_corpus(CPU, {}, "cpu", 10_000_000, 128) == CPU, "3 epochs of WikiText-2 are more than 600 iterations"
+    assert fit_to_corpus(CPU, {}, "cpu", 10_000_000, 128) == CPU, "10 epochs of WikiText-2 are more than 600 iterations"
     assert fit_to_corpus(CPU, {"max_iters": 600}, "cpu", 100_000, 128) == CPU, "--max-iters given: keep it"
     assert fit_to_corpus(CPU, {"epochs": 24.0}, "cpu", 100_000, 128) == CPU, "--epochs given: keep it"
     assert fit_to_corpus(CPU, {}, "cuda", 100_000, 128) == CPU, "the GPU profile stops early instead"
-    kept = fit_to_corpus(CPU, {"eval_interval": 10, "warmup_iters": 20}, "cpu", 100_000, 128)
-    assert (kept["max_iters"], kept["eval_interval"], kept["warmup_iters"]) == (72, 300, 50), \
-        "chosen --eval-interval / --warmup-iters are not changed"
+    kept = fit_to_corpus(dict(CPU, patience=5), {"eval_interval": 10, "warmup_iters": 20, "patience": 5}, "cpu",
+                         100_000, 128)
+    assert (kept["max_iters"], kept["eval_interval"], kept["warmup_iters"], kept["patience"]) == (240, 300, 50, 5), \
+        "chosen --eval-interval / --warmup-iters / --patience are not changed"
 
 
 def test_setup_run_applies_the_cap_to_the_training_split():
@@ -35,7 +37,7 @@ def test_setup_run_applies_the_cap_to_the_training_split():
     batch = auto_profile("cpu")["batch_size"]
     ids = {"train": np.zeros(block * batch * 10 + 1, dtype=np.uint16)}   # 10 iterations an epoch
     _, _, tcfg = main.setup_run(args, torch.device("cpu"), ids, vocab_size=256)
-    assert tcfg.max_iters == 30
+    assert (tcfg.max_iters, tcfg.eval_interval, tcfg.patience) == (100, 10, 2)
     args = main.build_parser().parse_args(["train", "--corpus", "builtin", "--device", "cpu", "--max-iters", "500"])
     assert main.setup_run(args, torch.device("cpu"), ids, vocab_size=256)[2].max_iters == 500
 
