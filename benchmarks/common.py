@@ -63,12 +63,18 @@ def transformers_step(cfg, device, attn: str, precision: str = "fp32", compile_:
     def step(x):
         with autocast:
             loss = run(input_ids=x[:, :-1], labels=x[:, :-1]).loss   # shifts labels inside: same T-1 targets
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return loss.detach()
+        return backward_and_step(model, opt, loss)
     return step
+
+
+def backward_and_step(model, opt, loss):
+    """The end of a peer's training step, as nanoGPT's train.py has it: backward, clip 1.0, step, zero_grad."""
+    import torch
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return loss.detach()
 
 
 def seconds_per_step(steps: dict, x, n_steps: int, rounds: int, device) -> dict:

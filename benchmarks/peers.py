@@ -34,7 +34,7 @@ import time
 from types import SimpleNamespace
 
 import torch
-from common import best_of, ours_step, seconds_per_step
+from common import backward_and_step, best_of, ours_step, seconds_per_step
 
 from gpt.model import GPT, GPTConfig
 from gpt.utils import keep_freed_memory
@@ -61,11 +61,7 @@ def peer_step(model, opt):
     """step(x) as nanoGPT's train.py does it in fp32: loss, backward, clip 1.0, AdamW, zero_grad."""
     def step(x):
         _, loss = model(x[:, :-1].contiguous(), x[:, 1:].contiguous())   # its get_batch gives contiguous x, y
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return loss.detach()
+        return backward_and_step(model, opt, loss)
     return step
 
 

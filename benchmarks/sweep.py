@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import DATA_DIR, ROOT, data_file
+from common import DATA_DIR, ROOT, data_file, seconds_per_step
 
 from gpt.model import GPT, GPTConfig
 from gpt.trainer import TrainConfig, autocast_context, make_optimizer, train_step
@@ -100,15 +100,9 @@ def _seconds_per_iter(names: list[str], rounds: int, steps: int) -> dict:
     fns = {n: step_fn(settings(n)) for n in names}
     for fn in fns.values():
         fn(), fn()                                    # warm-up
-    best = {n: float("inf") for n in names}
-    for r in range(rounds):
-        for n, fn in fns.items():
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                fn()
-            best[n] = min(best[n], (time.perf_counter() - t0) / steps)
-        print(f"  speed round {r + 1}: " + ", ".join(f"{n} {best[n] * 1e3:.0f} ms" for n in names), flush=True)
-    return best
+    # common.seconds_per_step's alternating rounds; these steps draw their own batches (x is unused)
+    return seconds_per_step({n: (lambda x, fn=fn: fn()) for n, fn in fns.items()}, None, steps, rounds,
+                            torch.device("cpu"))
 
 
 def run(name: str, iters: int, data_dir: Path, out_root: Path) -> dict:
