@@ -23,6 +23,7 @@ import torch                        # noqa: E402
 import torch.nn.functional as F     # noqa: E402
 
 import gpt.model as gm              # noqa: E402
+import gpt.kernels as gk            # noqa: E402
 
 
 def best_ms(fns: dict, rounds: int, repeats: int) -> dict:
@@ -61,7 +62,7 @@ def pieces(N: int, C: int, V: int) -> list[tuple[str, dict]]:
         return (nll * mask).sum() / mask.sum()
     return [
         (f"LayerNorm ({N}x{C})", {
-            "ours": fwd_bwd(lambda x, w, b: gm._LayerNormFunction.apply(x, w, b, 1e-5), (N, C), (C,), (C,)),
+            "ours": fwd_bwd(lambda x, w, b: gk.LayerNormFunction.apply(x, w, b, 1e-5), (N, C), (C,), (C,)),
             "torch": fwd_bwd(lambda x, w, b: F.layer_norm(x, (C,), w, b, 1e-5), (N, C), (C,), (C,))}),
         (f"GELU ({N}x{4 * C})", {
             "ours": fwd_bwd(gm.gelu, (N, 4 * C)),

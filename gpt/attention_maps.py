@@ -1,7 +1,7 @@
 """Attention maps: where each position of a prompt looks, in every layer and head.
 
 `attention_weights(model, idx)` runs the model once and records the weights its own hand-written
-attention computes (CausalSelfAttention._manual, your TODO): they are what `_manual` passes through
+attention computes (CausalSelfAttention.attend, your TODO): they are what `attend` passes through
 `self.attn_dropout`, which is the identity in eval mode, so a forward hook on that module sees them
 without changing the model. Models built with attn_impl="sdpa" (whose fused kernel never forms the
 weights) are switched to the manual path for this one pass; the result is the same function.
@@ -37,7 +37,7 @@ def attention_weights(model, idx: torch.Tensor) -> torch.Tensor:
         for h in hooks:
             h.remove()
     if len(seen) != len(attns):
-        raise RuntimeError(f"saw {len(seen)} attention weight tensors for {len(attns)} layers: _manual must pass "
+        raise RuntimeError(f"saw {len(seen)} attention weight tensors for {len(attns)} layers: attend must pass "
                            "its softmax weights through self.attn_dropout (TODO attention-forward)")
     return torch.stack(seen).float()
 

@@ -56,7 +56,7 @@ class LSTMLanguageModel(nn.Module):
             self.head.weight = self.embedding.weight
         nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
 
-    def _run(self, idx: torch.Tensor, state=None):
+    def run(self, idx: torch.Tensor, state=None):
         """idx (B, T) -> logits (B, T, V) and the final (h, c) state, each (n_layer, B, n_hidden)."""
         # TODO(lstm-forward): embed idx (B, T) -> (B, T, n_embd), apply self.drop, run self.lstm
         # from `state` (None means zeros) -> outputs (B, T, n_hidden) and the new state, apply
@@ -69,7 +69,7 @@ class LSTMLanguageModel(nn.Module):
         return logits, state
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, mask: torch.Tensor | None = None):
-        logits, _ = self._run(idx)
+        logits, _ = self.run(idx)
         loss = lm_loss(logits, targets, mask) if targets is not None else None
         return logits, loss
 
@@ -89,9 +89,9 @@ class LSTMLanguageModel(nn.Module):
     def next_logits(self, idx: torch.Tensor, cache: "LSTMState | None" = None) -> torch.Tensor:
         """Logits (B, V) of the token after idx (B, T); with a state, feed only the tokens it has not seen."""
         if cache is None or cache.state is None or idx.size(1) > self.config.block_size:
-            logits, state = self._run(idx[:, -self.config.block_size:])
+            logits, state = self.run(idx[:, -self.config.block_size:])
         else:
-            logits, state = self._run(idx[:, cache.seen:], cache.state)
+            logits, state = self.run(idx[:, cache.seen:], cache.state)
         if cache is not None:
             cache.state, cache.seen = state, idx.size(1)
         return logits[:, -1, :]

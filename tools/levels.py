@@ -48,23 +48,23 @@ TODOS = [
          "**Encoding.** `_encode_chunk` must apply merges in the order they were learned (lowest id first), not "
          "left to right: on \"abc\" with merges (b,c)→256 then (a,b)→257 the answer is [a, 256] (left to right "
          "would wrongly give [257, c])."),
-    Todo("layer-norm", "gpt/model.py", "`LayerNorm` (its forward pass, `_LayerNormFunction.forward`)", "",
+    Todo("layer-norm", "gpt/functional.py", "`layer_norm`", "",
          "**LayerNorm.** Mean and *biased* variance (divide by C, not C - 1) over the last dimension, kept as "
          "(..., 1) so they broadcast; eps goes inside the square root. Keep the names `xhat` and `rstd`: the "
          "given backward pass uses them. On a CPU, `torch.var` is slow for short rows: use `(xc * xc).mean(...)`."),
-    Todo("gelu", "gpt/model.py", "`gelu` (forward and derivative, `_GELUFunction`)", "",
+    Todo("gelu", "gpt/functional.py", "`gelu` and `gelu_derivative`", "",
          "**GELU.** GPT-2's tanh approximation, 0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³))); 0.5(1 + tanh z) = "
          "sigmoid(2z) is the same number in fewer operations. The backward pass is the chain rule through it, "
          "checked against autograd of `F.gelu(x, approximate=\"tanh\")`."),
     Todo("mlp-forward", "gpt/model.py", "`MLP.forward`", ("gelu",),
          "**MLP.** c_fc (C → 4C), then `gelu`, then c_proj (4C → C), then dropout."),
-    Todo("cross-entropy", "gpt/model.py", "`lm_loss` (its forward pass, `_CrossEntropyFunction.forward`)", "",
+    Todo("cross-entropy", "gpt/functional.py", "`cross_entropy` (used by `lm_loss`)", "",
          "**Cross-entropy.** nll = logsumexp(logits) - logits[target]; subtract each row's largest logit "
          "before `exp` (exp(1e4) is inf in float32). With a mask, divide by the number of ones, not by B·T."),
     Todo("attention-mask", "gpt/model.py", "`CausalSelfAttention.__init__`"),
-    Todo("attention-forward", "gpt/model.py", "`CausalSelfAttention._manual`",
+    Todo("attention-forward", "gpt/model.py", "`CausalSelfAttention.attend`",
          ("attention-mask", "layer-norm", "gelu", "mlp-forward", "block-forward", "gpt-forward", "cross-entropy"),
-         "**Attention.** The mask buffer has ones where attention is allowed. In `_manual`, `q` holds only the new "
+         "**Attention.** The mask buffer has ones where attention is allowed. In `attend`, `q` holds only the new "
          "positions (during generation with the KV cache, a single one at position `past`), while `k` and `v` "
          "hold all positions so far: use rows `past .. past+T-1` of the mask. Scale by 1/sqrt(head size), not "
          "1/head size. The softmax runs over the keys (last dimension)."),
@@ -73,7 +73,7 @@ TODOS = [
          "**Block.** Pre-LayerNorm: `x = x + attn(ln_1(x), kv_cache, layer)`, then `x = x + mlp(ln_2(x))`. "
          "Normalizing the sum instead (post-LN) or dropping the `x +` gives a different network, and GPT-2's "
          "weights would not load right."),
-    Todo("gpt-forward", "gpt/model.py", "`GPT._hidden` and `GPT.forward`",
+    Todo("gpt-forward", "gpt/model.py", "`GPT.hidden_states` and `GPT.forward`",
          ("attention-mask", "attention-forward", "layer-norm", "gelu", "mlp-forward", "block-forward", "cross-entropy"),
          "**GPT forward.** Positions run from `past` (the tokens already in the KV cache) to past + T - 1, not "
          "from 0. Do not forget the final LayerNorm `ln_f`, and score with `self.lm_head` (tied to `wte`)."),
@@ -102,7 +102,7 @@ TODOS = [
     Todo("train-step", "gpt/trainer.py", "`train_step`", ("clip-grad-norm",),
          "**Training step.** Backward every micro-batch (each loss divided by their number), clip the global "
          "gradient norm, step, and reset the gradients."),
-    Todo("lstm-forward", "gpt/lstm.py", "`LSTMLanguageModel._run`", "",
+    Todo("lstm-forward", "gpt/lstm.py", "`LSTMLanguageModel.run`", "",
          "**LSTM.** `nn.LSTM(..., batch_first=True)` takes (B, T, n_embd) and an optional (h, c) state and returns "
          "the outputs (B, T, n_hidden) and the new state; return that state, generation relies on it."),
     Todo("logit-bias-recovery", "gpt/extras.py", "`recover_distribution` (extra credit, E1)"),

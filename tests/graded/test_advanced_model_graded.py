@@ -101,8 +101,8 @@ def probe_gpt_cached(cfg, state_dict, idx, split):
     model.load_state_dict(state_dict)
     with torch.no_grad():
         cache = model.new_cache(idx.size(0))
-        first = model.lm_head(model._hidden(idx[:, :split], cache))
-        second = model.lm_head(model._hidden(idx[:, split:], cache))
+        first = model.lm_head(model.hidden_states(idx[:, :split], cache))
+        second = model.lm_head(model.hidden_states(idx[:, split:], cache))
     return torch.cat([first, second], dim=1)
 
 

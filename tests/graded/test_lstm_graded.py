@@ -15,8 +15,8 @@ def probe_lstm(cfg, state_dict, idx, split):
     m.load_state_dict(state_dict)
     with torch.no_grad():
         whole, _ = m(idx)
-        first, state = m._run(idx[:, :split])
-        second = m._run(idx[:, split:], state)[0] if state is not None else None
+        first, state = m.run(idx[:, :split])
+        second = m.run(idx[:, split:], state)[0] if state is not None else None
     return {"logits": whole, "first": first, "second": second,
             "state_is_pair": isinstance(state, tuple) and len(state) == 2}
 
