@@ -42,7 +42,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from gpt.bpe import EOT, GPT2_SPLIT_PATTERN, BPETokenizer, chunks_for_pretokenizer, count_pretokens, encode_chunks
-from gpt.cli import UserError
+from app.cli import UserError
 from gpt.utils import atomic_open, network_available, remove_stale_temporaries
 
 SPLITS = ("train", "valid", "test")

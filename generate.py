@@ -19,10 +19,10 @@ import sys
 import torch
 
 from gpt.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
-from gpt.cli import (ArgumentParser, UserError, flag_errors, non_negative_float, non_negative_int, positive_int,
+from app.cli import (ArgumentParser, UserError, flag_errors, non_negative_float, non_negative_int, positive_int,
                      probability, run_cli, seed_int)
 from gpt.pretrained import PretrainedError, load_gpt2
-from gpt.sampling_view import Setting, markdown_table, plot_next_token, settings_grid, visible
+from app.sampling_view import Setting, markdown_table, plot_next_token, settings_grid, visible
 from gpt.utils import atomic_write_bytes, choose_device, ensure_dir
 
 HANDOUT_PROMPTS = (

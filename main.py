@@ -26,20 +26,20 @@ import torch
 from data import DEFAULT_CORPUS, SPLITS, encode_splits, get_tokenizer, load_corpus
 from generate import (HANDOUT_PROMPTS, add_sampling_args, add_source_args, complete, load_model, prompt_ids,
                       prompt_seed, run_sampling)
-from gpt.attention_maps import attention_weights, plot_attention
+from app.attention_maps import attention_weights, plot_attention
 from gpt.checkpoint import MODEL_KINDS, CheckpointError, load_checkpoint, model_from_checkpoint
-from gpt.cli import (ArgumentParser, UserError, flag_errors, non_negative_float, non_negative_int, positive_float,
+from app.cli import (ArgumentParser, UserError, flag_errors, non_negative_float, non_negative_int, positive_float,
                      positive_int, run_cli, seed_int)
 from gpt.distributed import DistInfo, Preempted
-from gpt.experiments import RunFailed, default_grid, load_grid, run_grid
+from app.experiments import RunFailed, default_grid, load_grid, run_grid
 from gpt.metrics import describe_metrics, split_metrics
 from gpt.model import ATTN_IMPLS, GPT, GPTConfig
 from gpt.pretrained import PretrainedError, load_gpt2, with_block_size
-from gpt.profiles import auto_profile, build_config, describe, fit_to_corpus, iters_for_epochs, resolve_settings
+from app.profiles import auto_profile, build_config, describe, fit_to_corpus, iters_for_epochs, resolve_settings
 from gpt.sizing import MEMORY_FORMULAS, PRESETS, check_fits, memory_report
 from gpt.trainer import OPTIMIZERS, PRECISIONS, SCHEDULES, DivergedError, TrainConfig, Trainer, evaluate, \
     time_training_steps
-from gpt.sampling_view import visible
+from app.sampling_view import visible
 from gpt.utils import atomic_write_bytes, choose_device, enable_tf32, ensure_dir, seed_everything
 from gpt.windows import WindowBatches
 

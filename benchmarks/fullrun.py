@@ -2,7 +2,7 @@
 
     python benchmarks/fullrun.py [--device auto] [--steps 20] [--extra "attn_impl=sdpa precision=bf16"]
 
-The model and training settings are resolved as `main.py train` resolves them (gpt.profiles: the
+The model and training settings are resolved as `main.py train` resolves them (app.profiles: the
 `auto` profile for the CPU or the GPU; --extra sets fields of GPTConfig / TrainConfig as flags would),
 and the batches come from gpt.windows.WindowBatches over a stream of random token ids (the path the real run takes,
 pinned memory and non-blocking copies included; tokenizing WikiText is not part of a step).
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import common  # noqa: F401  (puts the repository on sys.path)
 
-from gpt.profiles import auto_profile, build_model, describe, resolve_settings
+from app.profiles import auto_profile, build_model, describe, resolve_settings
 from gpt.trainer import TrainConfig, autocast_context, make_optimizer, train_step
 from gpt.utils import choose_device, enable_tf32, keep_freed_memory, synchronize
 from gpt.windows import WindowBatches

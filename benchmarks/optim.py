@@ -24,7 +24,7 @@ def main():
 
     from gpt.model import GPT, GPTConfig
     from gpt.optim import AdamW, clip_grad_norm
-    from gpt.profiles import AUTO_PROFILES
+    from app.profiles import AUTO_PROFILES
     from gpt.trainer import TrainConfig, make_optimizer
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -51,7 +51,7 @@ CANDIDATES = {
     "bf16 context 64 batch 64 lr 4e-3": dict(precision="bf16", block_size=64, batch_size=64, learning_rate=4e-3),
     "bf16 context 64 batch 64 lr 6e-3": dict(precision="bf16", block_size=64, batch_size=64, learning_rate=6e-3),
     "bf16 context 32 batch 128 lr 4e-3": dict(precision="bf16", block_size=32, batch_size=128, learning_rate=4e-3),
-    # the profile's fallback where bf16 is not native (gpt.profiles.CPU_FP32)
+    # the profile's fallback where bf16 is not native (app.profiles.CPU_FP32)
     "fp32 context 64 batch 64 lr 4e-3": dict(block_size=64, batch_size=64, learning_rate=4e-3),
 }
 FLAGS = {"n_layer": "--n-layer", "n_head": "--n-head", "n_embd": "--n-embd", "block_size": "--block-size",

@@ -9,7 +9,7 @@ import torch
 import data
 from data import encode_splits, load_corpus
 from gpt.bpe import BPETokenizer
-from gpt.cli import UserError
+from app.cli import UserError
 from gpt.metrics import count_words
 from gpt.windows import WindowBatches, eval_windows
 from conftest import data_path

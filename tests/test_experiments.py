@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from conftest import ROOT, data_path
-from gpt.experiments import Run, default_grid, load_grid, table_rows
+from app.experiments import Run, default_grid, load_grid, table_rows
 
 
 def run(*args):

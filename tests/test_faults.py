@@ -36,7 +36,7 @@ from conftest import ROOT, data_path
 from gpt import checkpoint
 from gpt.bpe import BPETokenizer
 from gpt.checkpoint import CheckpointError, load_checkpoint
-from gpt.cli import UserError
+from app.cli import UserError
 from gpt.utils import atomic_write_bytes, read_jsonl
 
 # A small model that trains in a second or two; each test adds its own iteration counts.

@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 
 from conftest import data_path
-from gpt.attention_maps import attention_weights
+from app.attention_maps import attention_weights
 from gpt.model import GPT, GPTConfig
 from gpt.sampling import next_token
-from gpt.sampling_view import Setting, setting_probs, settings_grid
+from app.sampling_view import Setting, setting_probs, settings_grid
 from gpt.trainer import evaluate
 from gpt.windows import eval_windows
 

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 import main
-from gpt.profiles import AUTO_MAX_EPOCHS, auto_profile, fit_to_corpus, resolve_settings
+from app.profiles import AUTO_MAX_EPOCHS, auto_profile, fit_to_corpus, resolve_settings
 
 CPU = dict(max_iters=600, eval_interval=300, warmup_iters=50, batch_size=32)
 

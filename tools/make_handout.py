@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 import levels  # noqa: E402
 
 # What students receive (globs relative to the repository root); missing entries are skipped.
-HANDOUT_FILES = ["gpt/*.py", "main.py", "generate.py", "data.py", "sbatch.sh", "hw5.md", "README.md",
+HANDOUT_FILES = ["gpt/*.py", "app/*.py", "main.py", "generate.py", "data.py", "sbatch.sh", "hw5.md", "README.md",
                  "requirements.txt", "pytest.ini", "tests/conftest.py", "tests/gradescope_plugin.py",
                  "tests/graded/*.py", "tests/graded/fixtures/*"]
 HIDDEN_TESTS = "test_hidden_*.py"
@@ -166,7 +166,7 @@ def build(out_dir: Path, todos: set[str] | None, level: str = levels.DEFAULT_LEV
     """Write the skeleton of `level` into out_dir, stripping the regions of `todos` (None: every region);
     returns the regions that were stripped."""
     target = out_dir.resolve()
-    protected = [ROOT] + [ROOT / d for d in ("gpt", "tests", "tools")]
+    protected = [ROOT] + [ROOT / d for d in ("gpt", "app", "tests", "tools")]
     if any(target == p or (p != ROOT and p in target.parents) for p in protected):
         raise HandoutError(f"refusing to write the handout into the solution's own folders ({out_dir})")
     if out_dir.exists():
