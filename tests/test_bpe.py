@@ -164,6 +164,16 @@ def test_encode_applies_merges_in_rank_order_not_text_order():
     assert tok.encode("abab") == [257] and tok.decode([257]) == "abab"
 
 
+
+def test_encoding_is_pretokens_then_each_pretokens_ids(gpt2_tokenizer):
+    text = "Hello, world!  It's 2024 \n\n a <|endoftext|> é"
+    pretokens = gpt2_tokenizer.pretokens(text)
+    assert pretokens[:4] == ["Hello", ",", " world", "!"] and "".join(pretokens) == text
+    assert gpt2_tokenizer.encode_pretoken(" world") == [995]
+    ids = [i for p in pretokens for i in gpt2_tokenizer.encode_pretoken(p)]
+    assert ids == gpt2_tokenizer.encode_ordinary(text)
+    assert list(gpt2_tokenizer.pretoken_ids(pretokens)) == [gpt2_tokenizer.encode_pretoken(p) for p in pretokens]
+
 def test_special_tokens_only_when_allowed():
     tok = BPETokenizer.train("hello world", 256 + 5)
     text = "hi<|endoftext|>there"
