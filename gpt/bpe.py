@@ -282,7 +282,7 @@ class BPETokenizer:
         merges: dict[tuple[int, int], int] = {}                    # (a, b) -> new id, in the order learned
         # TODO(bpe-train): learn up to n_merges merges into `merges` (and `vocab`). Each step:
         # - find the most frequent adjacent pair over all pre-tokens, each counted with its frequency
-        #   (count_pairs(ids, pair_counts, weight=freq)); stop early when no pair is left;
+        #   (count_pairs(pretoken, pair_counts, weight=freq)); stop early when no pair is left;
         # - ties: the pair whose bytes come first, i.e. the smallest (vocab[a], vocab[b]). Compare the
         #   BYTES, not the ids: the merged token 256 = b"ab" comes before the byte 99 = b"c";
         # - record it: new_id = 256 + len(merges); merges[(a, b)] = new_id; vocab[new_id] = vocab[a] + vocab[b];
@@ -297,9 +297,9 @@ class BPETokenizer:
         ### BEGIN SOLUTION
         pair_counts: dict[tuple[int, int], int] = {}
         where: dict[tuple[int, int], set[int]] = defaultdict(set)  # pair -> indices of pre-tokens holding it
-        for i, (ids, f) in enumerate(zip(pretokens, freqs)):
-            count_pairs(ids, pair_counts, f)
-            for pair in zip(ids, ids[1:]):
+        for i, (pretoken, f) in enumerate(zip(pretokens, freqs)):
+            count_pairs(pretoken, pair_counts, f)
+            for pair in zip(pretoken, pretoken[1:]):
                 where[pair].add(i)
 
         # Max-heap by count (negated for heapq), then smallest bytes. Entries go stale when counts

@@ -50,7 +50,7 @@ MUTANTS = [
            more=(("heapq.heappush(heap, (-c, vocab[pair[0]], vocab[pair[1]], pair[0], pair[1]))",
                   "heapq.heappush(heap, (-c, pair[0], pair[1], pair[0], pair[1]))"),)),
     Mutant("bpe-train-ignores-pretoken-frequency", "bpe-train", "gpt/bpe.py",
-           "            count_pairs(ids, pair_counts, f)\n", "            count_pairs(ids, pair_counts)\n"),
+           "            count_pairs(pretoken, pair_counts, f)\n", "            count_pairs(pretoken, pair_counts)\n"),
     Mutant("bpe-train-uses-stale-counts", "bpe-train", "gpt/bpe.py",
            "            if pair_counts.get((a, b)) != -neg_count:\n                continue  # stale entry\n",
            "            if (a, b) not in pair_counts:\n                continue\n"),
