@@ -14,8 +14,8 @@ is predicted too, and every token of the text is counted exactly once), then the
 The ids are cached as .npy files keyed by corpus and tokenizer, and memory-mapped on later runs.
 
 Everything streams, so a corpus of many gigabytes needs no more memory than a small one:
-  - a Corpus gives each split as an iterator of text pieces (whole lines, a few MB each): files are read
-    in pieces (UTF-8, universal newlines, as open().read() decodes them), a .txt file's lines are counted
+  - a Corpus gives each split as an iterator of text chunks (whole lines, a few MB each): files are read
+    in chunks (UTF-8, universal newlines, as open().read() decodes them), a .txt file's lines are counted
     in a first pass and each split's lines streamed, `datasets` rows are joined a batch at a time;
   - one pass per split (in load_corpus for local files) gives its SplitStats: SHA-256 (the cache key),
     UTF-8 bytes and word count (bits per byte and word-level perplexity) and whether it holds any text;
@@ -23,8 +23,9 @@ Everything streams, so a corpus of many gigabytes needs no more memory than a sm
     processes for a large split), only the merge loop sees the distinct pre-tokens;
   - write_ids encodes chunk by chunk (worker processes, in order) straight into the .npy, written
     through a temporary file and renamed when complete.
-Chunks are cut by gpt.bpe.chunks_for_pretokenizer only where GPT-2's pre-tokenizer splits the same way
-with or without the cut, so the ids (and merges) are exactly those of the whole text.
+For the tokenizer the chunks are re-cut (bpe_corpus.chunks_for_pretokenizer) only where GPT-2's
+pre-tokenizer splits the same way with or without the cut, so the ids (and merges) are exactly those of the
+whole text; bpe_corpus.py also holds the worker-process counting and encoding.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from gpt.bpe import EOT, GPT2_SPLIT_PATTERN, BPETokenizer, chunks_for_pretokenizer, count_pretokens, encode_chunks
+from bpe_corpus import chunks_for_pretokenizer, count_pretokens_parallel, encode_chunks
+from gpt.bpe import EOT, GPT2_SPLIT_PATTERN, BPETokenizer
 from app.cli import UserError
 from gpt.utils import atomic_open, network_available, remove_stale_temporaries
 
@@ -62,24 +64,24 @@ class SplitStats:
 
 
 class _StatsPass:
-    """SplitStats of a text fed piece by piece (pieces cut anywhere, even inside a word)."""
+    """SplitStats of a text fed chunk by chunk (chunks cut anywhere, even inside a word)."""
 
     def __init__(self):
         self.h, self.nbytes, self.tokens, self.newlines, self.has_text = hashlib.sha256(), 0, 0, 0, False
         self.last = ""
 
-    def add(self, piece: str) -> None:
-        if not piece:
+    def add(self, chunk: str) -> None:
+        if not chunk:
             return
-        data = piece.encode("utf-8", "surrogatepass")
+        data = chunk.encode("utf-8", "surrogatepass")
         self.h.update(data)
         self.nbytes += len(data)
-        self.tokens += len(piece.split())
-        if self.last and not self.last.isspace() and not piece[0].isspace():
-            self.tokens -= 1                       # one word cut in two by the piece boundary
-        self.newlines += piece.count("\n")
-        self.has_text = self.has_text or not piece.isspace()
-        self.last = piece[-1]
+        self.tokens += len(chunk.split())
+        if self.last and not self.last.isspace() and not chunk[0].isspace():
+            self.tokens -= 1                       # one word cut in two by the chunk boundary
+        self.newlines += chunk.count("\n")
+        self.has_text = self.has_text or not chunk.isspace()
+        self.last = chunk[-1]
 
     def result(self) -> SplitStats:
         lines = self.newlines + (1 if self.last and self.last != "\n" else 0)
@@ -87,11 +89,11 @@ class _StatsPass:
 
 
 class Corpus:
-    """Three text splits, each readable as a stream of text pieces (never needed whole in memory).
+    """Three text splits, each readable as a stream of text chunks (never needed whole in memory).
 
     Corpus(name, key, texts) holds small in-memory texts ({"train": str, ...}); the loaders below give
-    `sources` instead: split -> a function returning a fresh iterator over the split's text, in pieces of
-    whole lines of a few MB. `pieces(split)` streams a split, `stats(split)` gives its SplitStats (from
+    `sources` instead: split -> a function returning a fresh iterator over the split's text, in chunks of
+    whole lines of a few MB. `chunks(split)` streams a split, `stats(split)` gives its SplitStats (from
     the pass that made the cache key, or one pass on first use), `texts[split]` the whole text as one
     string (for small corpora and tests: it reads all of it).
     """
@@ -104,12 +106,12 @@ class Corpus:
         self._sources = sources if sources is not None else {s: (lambda t=t: iter((t,))) for s, t in texts.items()}
         self._stats = dict(stats or {})
 
-    def pieces(self, split: str):
+    def chunks(self, split: str):
         return self._sources[split]()
 
     def stats(self, split: str) -> SplitStats:
         if split not in self._stats:
-            self._stats[split] = _scan(self.pieces(split))
+            self._stats[split] = _scan(self.chunks(split))
         return self._stats[split]
 
     @property
@@ -130,14 +132,14 @@ class _JoinedTexts(dict):
     def __missing__(self, split: str) -> str:
         if split not in SPLITS:
             raise KeyError(split)
-        self[split] = text = "".join(self.corpus.pieces(split))
+        self[split] = text = "".join(self.corpus.chunks(split))
         return text
 
 
-def _scan(pieces) -> SplitStats:
+def _scan(chunks) -> SplitStats:
     acc = _StatsPass()
-    for piece in pieces:
-        acc.add(piece)
+    for chunk in chunks:
+        acc.add(chunk)
     return acc.result()
 
 
@@ -172,7 +174,7 @@ def _from_folder(folder: Path) -> Corpus:
     for ext in ("raw", "tokens"):
         paths = {s: folder / f"wiki.{s}.{ext}" for s in SPLITS}
         if all(p.is_file() for p in paths.values()):
-            sources = {s: functools.partial(_read_pieces, p) for s, p in paths.items()}
+            sources = {s: functools.partial(_read_chunks, p) for s, p in paths.items()}
             stats = {s: _scan_with_bar(sources[s](), f"reading {p.name}", p.stat().st_size) for s, p in paths.items()}
             return _checked(Corpus(f"{folder.name} ({ext})", _content_key("dir", stats), sources=sources, stats=stats),
                             {s: str(p) for s, p in paths.items()})
@@ -180,18 +182,18 @@ def _from_folder(folder: Path) -> Corpus:
                     "(or the same three files ending .tokens)")
 
 
-READ_CHARS = 1 << 22          # characters per read: pieces of about 4 MB
+READ_CHARS = 1 << 22          # characters per read: chunks of about 4 MB
 LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"   # where str.splitlines breaks
 
 
-def _read_pieces(path: Path, chars: int | None = None):
-    """The text of a file in pieces of `chars` (default READ_CHARS) characters, decoded as
+def _read_chunks(path: Path, chars: int | None = None):
+    """The text of a file in chunks of `chars` (default READ_CHARS) characters, decoded as
     open(path).read() would (UTF-8, universal newlines: \r\n and \r become \n)."""
     chars = chars or READ_CHARS
     try:
         with open(path, encoding="utf-8") as f:
-            while piece := f.read(chars):
-                yield piece
+            while chunk := f.read(chars):
+                yield chunk
     except UnicodeDecodeError:
         raise UserError(f"{path} is not UTF-8 text (byte {_first_invalid_byte(path)} cannot be decoded); "
                         "convert it, e.g. iconv -f latin1 -t utf-8") from None
@@ -216,12 +218,12 @@ def _first_invalid_byte(path: Path) -> int:
             offset += len(block)
 
 
-def _line_blocks(pieces):
+def _line_blocks(chunks):
     """Lists of whole lines (str.splitlines(keepends=True) of the whole text, \r\n one break), from
-    pieces of text cut anywhere."""
+    chunks of text cut anywhere."""
     carry = ""
-    for piece in pieces:
-        lines = (carry + piece).splitlines(True)
+    for chunk in chunks:
+        lines = (carry + chunk).splitlines(True)
         carry = ""
         if lines and (lines[-1][-1] not in LINE_BREAKS or lines[-1][-1] == "\r"):
             carry = lines.pop()          # unfinished (or a \r that a \n may follow)
@@ -232,9 +234,9 @@ def _line_blocks(pieces):
 
 
 def _line_range(path: Path, start: int, stop: int):
-    """Lines start..stop-1 of a file (str.splitlines' lines), in pieces."""
+    """Lines start..stop-1 of a file (str.splitlines' lines), in chunks."""
     i = 0
-    for lines in _line_blocks(_read_pieces(path)):
+    for lines in _line_blocks(_read_chunks(path)):
         j = i + len(lines)
         if j > start:
             yield "".join(lines[max(start - i, 0):stop - i])
@@ -271,14 +273,14 @@ def _from_text_file(path: Path) -> Corpus:
         raise UserError(f"corpus file {path} does not exist")
     size = path.stat().st_size
     with _bar(f"counting lines of {path.name}", size) as bar:
-        n_lines = sum(len(lines) for lines in _line_blocks(_tracked(_read_pieces(path), bar)))
+        n_lines = sum(len(lines) for lines in _line_blocks(_tracked(_read_chunks(path), bar)))
     a, b = _split_points(n_lines)
     bounds = {"train": (0, a), "valid": (a, b), "test": (b, n_lines)}
     sources = {s: functools.partial(_line_range, path, *bounds[s]) for s in SPLITS}
     acc = {s: _StatsPass() for s in SPLITS}
     i = 0
     with _bar(f"reading {path.name}", size) as bar:        # one pass for the three splits' stats
-        for lines in _line_blocks(_tracked(_read_pieces(path), bar)):
+        for lines in _line_blocks(_tracked(_read_chunks(path), bar)):
             for s, (lo, hi) in bounds.items():
                 if i + len(lines) > lo and i < hi:
                     acc[s].add("".join(lines[max(lo - i, 0):hi - i]))
@@ -315,12 +317,12 @@ def _from_hf(config: str) -> dict | None:
     except OSError:   # not cached and no network (ConnectionError), or not found (FileNotFoundError)
         return None
     names = {"train": "train", "valid": "validation", "test": "test"}
-    return {s: functools.partial(_hf_pieces, ds[hf_name]) for s, hf_name in names.items()}
+    return {s: functools.partial(_hf_chunks, ds[hf_name]) for s, hf_name in names.items()}
 
 
-def _hf_pieces(rows, batch_size: int = 10_000):
+def _hf_chunks(rows, batch_size: int = 10_000):
     """Each row is one line of the original file (with its newline): joining a batch of rows gives a
-    piece of the file back. The dataset is memory-mapped Arrow, so only one batch is in memory."""
+    chunk of the file back. The dataset is memory-mapped Arrow, so only one batch is in memory."""
     for batch in rows.iter(batch_size=batch_size):
         yield "".join(batch["text"])
 
@@ -359,18 +361,18 @@ def _bar(desc: str, total: int, progress: bool | None = None):
                 file=sys.stderr)
 
 
-def _tracked(pieces, bar, stats: _StatsPass | None = None):
-    """Pass the pieces through, advancing `bar` by their UTF-8 size (and feeding `stats`)."""
-    for piece in pieces:
+def _tracked(chunks, bar, stats: _StatsPass | None = None):
+    """Pass the chunks through, advancing `bar` by their UTF-8 size (and feeding `stats`)."""
+    for chunk in chunks:
         if stats is not None:
-            stats.add(piece)
-        bar.update(len(piece.encode("utf-8", "surrogatepass")) if not piece.isascii() else len(piece))
-        yield piece
+            stats.add(chunk)
+        bar.update(len(chunk.encode("utf-8", "surrogatepass")) if not chunk.isascii() else len(chunk))
+        yield chunk
 
 
-def _scan_with_bar(pieces, desc: str, total: int) -> SplitStats:
+def _scan_with_bar(chunks, desc: str, total: int) -> SplitStats:
     with _bar(desc, total) as bar:
-        return _scan(_tracked(pieces, bar))
+        return _scan(_tracked(chunks, bar))
 
 
 # -- tokenizer and ids ----------------------------------------------------------------------
@@ -415,8 +417,8 @@ def count_train_pretokens(corpus: Corpus, processes: int | None = None, progress
     """Pre-token counts of the train split, streamed (what BPETokenizer.train counts from the whole text)."""
     total = corpus.stats("train").bytes
     with _bar("tokenizer: counting pre-tokens", total, progress) as bar:
-        chunks = chunks_for_pretokenizer(_tracked(corpus.pieces("train"), bar), CHUNK_CHARS, special_tokens=[EOT])
-        return count_pretokens(chunks, GPT2_SPLIT_PATTERN, [EOT], processes=workers_for(total, processes))
+        chunks = chunks_for_pretokenizer(_tracked(corpus.chunks("train"), bar), CHUNK_CHARS, special_tokens=[EOT])
+        return count_pretokens_parallel(chunks, GPT2_SPLIT_PATTERN, [EOT], processes=workers_for(total, processes))
 
 
 def encode_splits(corpus: Corpus, tok: BPETokenizer, cache_dir: str = "runs/cache", processes: int | None = None,
@@ -434,15 +436,15 @@ def encode_splits(corpus: Corpus, tok: BPETokenizer, cache_dir: str = "runs/cach
         path = folder / f"{split}.npy"
         if not path.is_file():
             stats = corpus.stats(split)
-            write_ids(path, corpus.pieces(split), tok, total=stats.bytes, desc=f"encoding {corpus.name} {split}",
+            write_ids(path, corpus.chunks(split), tok, total=stats.bytes, desc=f"encoding {corpus.name} {split}",
                       processes=processes, progress=progress, expect_sha256=stats.sha256)
         out[split] = np.load(path, mmap_mode="r")
     return out
 
 
-def write_ids(path, pieces, tok: BPETokenizer, total: int | None = None, desc: str = "encoding",
+def write_ids(path, chunks, tok: BPETokenizer, total: int | None = None, desc: str = "encoding",
               processes: int | None = None, progress: bool | None = None, expect_sha256: str | None = None) -> int:
-    """Write [<|endoftext|>] + tok.encode(text of `pieces`) to the .npy file `path`; returns the count.
+    """Write [<|endoftext|>] + tok.encode(text of `chunks`) to the .npy file `path`; returns the count.
 
     The text is re-cut where the pre-tokenizer allows (chunks_for_pretokenizer: the ids are exactly those
     of the whole text), the chunks are encoded in order by worker processes (encode_chunks; every core
@@ -455,22 +457,22 @@ def write_ids(path, pieces, tok: BPETokenizer, total: int | None = None, desc: s
     seen = _StatsPass() if expect_sha256 else None
     dtype = np.dtype(np.uint16 if tok.vocab_size <= 1 << 16 else np.int32)
     try:
-        return _write_ids(path, pieces, tok, dtype, total, desc, processes, progress, expect_sha256, seen)
+        return _write_ids(path, chunks, tok, dtype, total, desc, processes, progress, expect_sha256, seen)
     except OSError as e:
         if e.errno == errno.ENOSPC:       # as atomic_open says it for NumPy's short writes
             raise OSError(f"cannot write {path} ({e.strerror}: is the disk full?)") from None
         raise
 
 
-def _write_ids(path, pieces, tok, dtype, total, desc, processes, progress, expect_sha256, seen) -> int:
+def _write_ids(path, chunks, tok, dtype, total, desc, processes, progress, expect_sha256, seen) -> int:
     n = 0
     with atomic_open(path) as f, _bar(desc, total, progress) as bar:
         f.write(_npy_header(dtype, 0))
         if tok.eot_id is not None:
             f.write(np.array([tok.eot_id], dtype).tobytes())
             n += 1
-        chunks = chunks_for_pretokenizer(_tracked(pieces, bar, seen), CHUNK_CHARS, pattern=tok.pattern)
-        for ids in encode_chunks(tok, chunks, workers_for(total or 0, processes), dtype):
+        recut = chunks_for_pretokenizer(_tracked(chunks, bar, seen), CHUNK_CHARS, pattern=tok.pattern)
+        for ids in encode_chunks(tok, recut, workers_for(total or 0, processes), dtype):
             f.write(ids.tobytes())
             n += len(ids)
         if seen is not None and seen.result().sha256 != expect_sha256:

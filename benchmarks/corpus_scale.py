@@ -55,12 +55,12 @@ def side_ours(path: Path, vocab: int, workers: int | None, out: Path) -> dict:
     import data
     from gpt.bpe import BPETokenizer
     size = path.stat().st_size
-    corpus = data.Corpus(path.name, "bench", sources={"train": lambda: data._read_pieces(path)},
+    corpus = data.Corpus(path.name, "bench", sources={"train": lambda: data._read_chunks(path)},
                          stats={"train": data.SplitStats(bytes=size)})
     t0 = time.perf_counter()
     tok = BPETokenizer.train(data.count_train_pretokens(corpus, workers), vocab)
     t1 = time.perf_counter()
-    n = data.write_ids(out, data._read_pieces(path), tok, total=size, processes=workers)
+    n = data.write_ids(out, data._read_chunks(path), tok, total=size, processes=workers)
     t2 = time.perf_counter()
     return {"train_s": t1 - t0, "encode_s": t2 - t1, "tokens": n, "vocab": tok.vocab_size}
 

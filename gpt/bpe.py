@@ -16,6 +16,11 @@ Token ids: 0..255 are the single bytes, 256.. are merges in the order learned,
 and special tokens such as ``<|endoftext|>`` come last. A tokenizer loaded from
 GPT-2's files keeps GPT-2's own ids instead (its bytes are permuted), which is
 why the tables below map bytes to ids rather than assuming id == byte.
+
+Words used here, one per thing: a text; a chunk (a slice of a long text, read or
+encoded one at a time); a pre-token (one string of the pattern's split); token
+ids. Counting and encoding a whole corpus chunk by chunk, in worker processes,
+is in bpe_corpus.py (next to data.py); this file is the tokenizer itself.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import json
 import operator
 import os
 from collections import Counter, defaultdict
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import regex
 import torch
@@ -53,7 +58,7 @@ def count_pairs(ids: list[int], counts: dict | None = None, weight: int = 1) -> 
 
     Example: count_pairs([1, 2, 3, 1, 2]) -> {(1, 2): 2, (2, 3): 1, (3, 1): 1}.
     A pre-token that occurs f times in the corpus is counted once with weight=f;
-    a negative weight takes a word's pairs back out.
+    a negative weight takes a pre-token's pairs back out.
     """
     counts = {} if counts is None else counts
     # TODO(bpe-count-pairs): for each adjacent pair (ids[i], ids[i+1]), add
@@ -90,6 +95,74 @@ def merge(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
 
 
 # ----------------------------------------------------------------------------
+# Training's input. A merge never crosses a pre-token boundary, so training needs
+# only each distinct pre-token and how often it occurs, not the text itself.
+
+
+class PretokenCounts(Counter):
+    """Pre-token -> how often it occurs, as count_pretokens returns it, remembering the pattern and the
+    special tokens it was counted with. BPETokenizer.train accepts it in place of text (so the counting can
+    be done elsewhere: bpe_corpus.py counts a corpus chunk by chunk, in worker processes) and refuses one
+    counted with another pattern."""
+
+    def __init__(self, counts=(), pattern: str = GPT2_SPLIT_PATTERN, special_tokens: Iterable[str] = ()):
+        super().__init__(counts)
+        self.pattern, self.special_tokens = pattern, tuple(sorted(set(special_tokens)))
+
+
+def count_pretokens(texts: Iterable[str], pattern: str = GPT2_SPLIT_PATTERN,
+                    special_tokens: Iterable[str] = ()) -> PretokenCounts:
+    """Count how often each pre-token occurs in `texts`. Special tokens are cut out first and never counted.
+
+    Example: count_pretokens(["the cat and the dog"]) -> {"the": 1, " cat": 1, " and": 1, " the": 1, " dog": 1}.
+    `texts` is read lazily, one string at a time, and each string is pre-tokenized on its own, so a corpus
+    can be counted in chunks if each chunk ends where the whole text's pre-tokens end anyway
+    (bpe_corpus.chunks_for_pretokenizer cuts them so). Given a PretokenCounts (counted earlier with the same
+    pattern and special tokens), returns it as is.
+    """
+    special_tokens = list(special_tokens)
+    if isinstance(texts, PretokenCounts):
+        if texts.pattern != pattern or texts.special_tokens != tuple(sorted(set(special_tokens))):
+            raise ValueError("these pre-token counts were made with another pattern or other special tokens")
+        return texts
+    counts = PretokenCounts(pattern=pattern, special_tokens=special_tokens)
+    findall = regex.compile(pattern).findall
+    specials = sorted(special_tokens, key=len, reverse=True)      # longest first, where one contains another
+    split = regex.compile("|".join(regex.escape(s) for s in specials)).split if specials else None
+    for text in texts:
+        for part in (split(text) if split else (text,)):
+            counts.update(findall(part))
+    return counts
+
+
+def _to_utf8(pretoken: str) -> bytes:
+    """UTF-8 bytes of a pre-token; a lone surrogate (not valid Unicode text) becomes U+FFFD, as in tiktoken."""
+    try:
+        return pretoken.encode("utf-8")
+    except UnicodeEncodeError:
+        return pretoken.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode("utf-8")
+
+
+def _merge_in_pretokens(pretokens: list[list[int]], freqs: list[int], where: dict, pair: tuple[int, int],
+                        new_id: int) -> dict[tuple[int, int], int]:
+    """Merge `pair` into new_id in every pre-token (a list of ids) that holds it (where[pair] lists their
+    indices), keeping `where` up to date; returns how each pair's count changes (weighted by the pre-tokens'
+    frequencies)."""
+    delta: dict[tuple[int, int], int] = {}
+    for i in where.pop(pair):
+        old = pretokens[i]
+        new = merge(old, pair, new_id)
+        if len(new) == len(old):
+            continue  # the index is stale: an earlier merge already removed the pair here
+        count_pairs(old, delta, -freqs[i])
+        count_pairs(new, delta, freqs[i])
+        pretokens[i] = new
+        for p in zip(new, new[1:]):
+            where[p].add(i)
+    return delta
+
+
+# ----------------------------------------------------------------------------
 # GPT-2's file format stores tokens as printable strings: each byte is mapped to
 # a visible unicode character (spaces become "Ġ", newlines "Ċ", ...).
 
@@ -108,214 +181,20 @@ def bytes_to_unicode() -> dict[int, str]:
     return dict(zip(visible, map(chr, chars)))
 
 
-class PretokenCounts(Counter):
-    """Pre-token -> frequency, as count_pretokens returns it, remembering the pattern and special tokens it
-    was counted with. BPETokenizer.train accepts it in place of text (so the counting can be done
-    elsewhere: streamed, in worker processes) and refuses one counted with another pattern."""
-
-    def __init__(self, counts=(), pattern: str = GPT2_SPLIT_PATTERN, special_tokens: Iterable[str] = ()):
-        super().__init__(counts)
-        self.pattern, self.special_tokens = pattern, tuple(sorted(set(special_tokens)))
-
-
-def count_pretokens(texts: Iterable[str], pattern: str = GPT2_SPLIT_PATTERN,
-                    special_tokens: Iterable[str] = (), processes: int = 1) -> PretokenCounts:
-    """Count how often each pre-token occurs. Special tokens are cut out first and never counted.
-
-    `texts` is consumed lazily, one string at a time, and each string is pre-tokenized on its own, so a
-    corpus can be streamed in chunks: cut it where `safe_cut` says (chunks_for_pretokenizer does) and the
-    counts equal those of the whole text. processes > 1 counts the chunks in that many worker processes.
-    Given a PretokenCounts (counted earlier with the same pattern and special tokens), returns it as is.
-    """
-    special_tokens = list(special_tokens)
-    if isinstance(texts, PretokenCounts):
-        if texts.pattern != pattern or texts.special_tokens != tuple(sorted(set(special_tokens))):
-            raise ValueError("these pre-token counts were made with another pattern or other special tokens")
-        return texts
-    counts = PretokenCounts(pattern=pattern, special_tokens=special_tokens)
-    if processes > 1:
-        for part in parallel_map(_count_batch, _batches(texts), processes, ordered=False,
-                                 init=_init_counter, init_args=(pattern, tuple(special_tokens))):
-            counts.update(part)
-        return counts
-    count = _Counter(pattern, special_tokens)
-    for text in texts:
-        count(text, counts)
-    return counts
-
-
-class _Counter:
-    def __init__(self, pattern, special_tokens):
-        specials = sorted(special_tokens, key=len, reverse=True)
-        self.findall = regex.compile(pattern).findall
-        self.split = regex.compile("|".join(regex.escape(s) for s in specials)).split if specials else None
-
-    def __call__(self, text: str, counts: Counter) -> None:
-        for piece in (self.split(text) if self.split else (text,)):
-            counts.update(self.findall(piece))
-
-
-_worker_state: dict = {}
-
-
-def _init_counter(pattern, special_tokens):
-    _worker_state["count"] = _Counter(pattern, special_tokens)
-
-
-def _count_batch(texts: list[str]) -> Counter:
-    counts: Counter = Counter()
-    for text in texts:
-        _worker_state["count"](text, counts)
-    return counts
-
-
-def _batches(texts: Iterable[str], chars: int = 1 << 22):
-    """Group consecutive strings into lists of about `chars` characters (one task for a worker each)."""
-    batch, n = [], 0
-    for text in texts:
-        batch.append(text)
-        n += len(text)
-        if n >= chars:
-            yield batch
-            batch, n = [], 0
-    if batch:
-        yield batch
-
-
-def parallel_map(fn, items: Iterable, processes: int, ordered: bool = True, init=None, init_args=(),
-                 in_flight: int | None = None):
-    """fn over items in `processes` worker processes, results in order (or as they come), reading `items`
-    lazily: at most `in_flight` items (default 2 per process) are handed out and not yet consumed, so a
-    stream of chunks never piles up in memory. A worker's exception is raised here."""
-    import multiprocessing as mp
-    import threading
-    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else None)
-    in_flight = in_flight or 2 * processes
-    slots = threading.Semaphore(in_flight)
-    stop = threading.Event()
-
-    def throttled():        # runs in the pool's task-feeding thread
-        for item in items:
-            slots.acquire()
-            if stop.is_set():
-                return
-            yield item
-
-    pool = ctx.Pool(processes, initializer=init, initargs=init_args)
-    try:
-        run = pool.imap if ordered else pool.imap_unordered
-        for result in run(fn, throttled()):
-            slots.release()
-            yield result
-        pool.close()
-    finally:
-        # On an error (or an abandoned generator) the feeding thread may wait on `slots`: wake it so
-        # that terminate() can join it, then stop the workers.
-        stop.set()
-        for _ in range(in_flight + 1):
-            slots.release()
-        pool.terminate()
-        pool.join()
-
-
-# Where a text may be cut into chunks that pre-tokenize, each on its own, exactly as the whole text does:
-# before the last whitespace character of a run that a non-space character follows. A cut at a line
-# break is NOT enough: GPT-2's pattern ends a whitespace run one character early when a word follows
-# ("= \n \n Senjou" gives " \n \n" then " Senjou"), so a chunk ending in " \n" alone would tokenize
-# its end differently (see tests/test_data.py). Here the tail starts afresh with that one character (the
-# regex has no look-behind) and the head's last match, which would have stopped before that character
-# anyway, sees the end of the string instead of a space: the same match.
-def _cut_pattern(special_tokens: Iterable[str] = ()):
-    special_tokens = list(special_tokens)
-    # A run that ends at a special token ends the text piece it is in: never cut there, and only where
-    # enough text follows to tell.
-    avoid = "".join(f"(?!{regex.escape(s)})" for s in special_tokens)
-    longest = max(map(len, special_tokens), default=1)
-    return regex.compile(r"(?rs)\s(?=\S)" + avoid + f"(?=.{{{longest}}})")
-
-
-def safe_cut(text: str, special_tokens: Iterable[str] = ()) -> int:
-    """The last index i > 0 at which text[:i] and text[i:] pre-tokenize (GPT-2's pattern, special tokens cut
-    out as in training) into exactly the pre-tokens of text; 0 if there is none."""
-    m = _cut_pattern(special_tokens).search(text, 1)
-    return m.start() if m else 0
-
-
-def chunks_for_pretokenizer(pieces: Iterable[str], chars: int = 1 << 20, special_tokens: Iterable[str] = (),
-                            pattern: str = GPT2_SPLIT_PATTERN):
-    """Re-cut a stream of text pieces (any sizes, e.g. blocks of lines) into chunks of about `chars`
-    characters, each ending at a safe_cut, so that pre-tokenizing the chunks one by one gives exactly the
-    pre-tokens (and hence the token ids) of the whole text. Only GPT-2's pattern is known to be safe to
-    cut; for another pattern the text is joined into one chunk."""
-    if pattern != GPT2_SPLIT_PATTERN:
-        yield "".join(pieces)
-        return
-    cut = _cut_pattern(special_tokens)
-    buf: list[str] = []
-    n = 0
-    for piece in pieces:
-        if not piece:
-            continue
-        buf.append(piece)
-        n += len(piece)
-        if n >= chars:
-            text = "".join(buf)
-            m = cut.search(text, 1)
-            if m:
-                yield text[:m.start()]
-                text = text[m.start():]
-            buf, n = [text], len(text)
-    text = "".join(buf)
-    if text:
-        yield text
-
-
-def encode_chunks(tok: "BPETokenizer", chunks: Iterable[str], processes: int = 1, dtype=None):
-    """Token ids of each chunk (tok.encode_ordinary), in order, as NumPy arrays of `dtype` (default
-    uint16 when the vocabulary fits, else int32), encoded in `processes` worker processes (each with its
-    own pre-token cache) when processes > 1. Cut a text with chunks_for_pretokenizer and the
-    concatenated arrays are exactly tok.encode_ordinary(text)."""
-    import numpy as np
-    dtype = dtype or (np.uint16 if tok.vocab_size <= 1 << 16 else np.int32)
-    if processes <= 1:
-        for chunk in chunks:
-            yield _encode_array(tok, chunk, dtype)
-        return
-    yield from parallel_map(_encode_in_worker, chunks, processes, init=_init_encoder,
-                            init_args=(tok.to_dict(), np.dtype(dtype).str))
-
-
-def _encode_array(tok, chunk: str, dtype):
-    """tok.encode_ordinary(chunk) as an array, without a Python step per token: the pre-tokens' ids come
-    from the tokenizer's cache (WikiText's Zipfian vocabulary makes nearly every lookup a hit) and
-    numpy reads them straight off the iterator."""
-    import numpy as np
-    from itertools import chain
-    cache = tok._cache
-    if len(cache) > _CACHE_LIMIT:
-        cache.clear()
-    return np.fromiter(chain.from_iterable(map(cache.__getitem__, tok._pat.findall(chunk))), dtype=dtype)
+# ----------------------------------------------------------------------------
+# Encoding and decoding helpers.
 
 
 class _PretokenCache(dict):
     """pre-token -> its ids, encoding (and remembering) a pre-token on its first lookup."""
 
-    def __init__(self, encode_word):
+    def __init__(self, encode_pretoken):
         super().__init__()
-        self._encode_word = encode_word
+        self._encode_pretoken = encode_pretoken
 
-    def __missing__(self, piece: str) -> list[int]:
-        ids = self[piece] = self._encode_word(piece)
+    def __missing__(self, pretoken: str) -> list[int]:
+        ids = self[pretoken] = self._encode_pretoken(pretoken)
         return ids
-
-
-def _init_encoder(tok_dict, dtype):
-    _worker_state["tok"] = BPETokenizer.from_dict(tok_dict)
-    _worker_state["dtype"] = dtype
-
-
-def _encode_in_worker(chunk: str):
-    return _encode_array(_worker_state["tok"], chunk, _worker_state["dtype"])
 
 
 def _token_id(i) -> int:
@@ -327,32 +206,6 @@ def _token_id(i) -> int:
         return operator.index(i)
     except TypeError:
         raise TypeError(f"token ids are integers, got {type(i).__name__} {i!r}") from None
-
-
-def _to_utf8(piece: str) -> bytes:
-    """UTF-8 bytes of a pre-token; a lone surrogate (not valid Unicode text) becomes U+FFFD, as in tiktoken."""
-    try:
-        return piece.encode("utf-8")
-    except UnicodeEncodeError:
-        return piece.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode("utf-8")
-
-
-def _merge_in_words(words: list[list[int]], freqs: list[int], where: dict, pair: tuple[int, int],
-                    new_id: int) -> dict[tuple[int, int], int]:
-    """Merge `pair` into new_id in every word that holds it (where[pair] lists them), keeping `where`
-    up to date; returns how each pair's count changes (weighted by the words' frequencies)."""
-    delta: dict[tuple[int, int], int] = {}
-    for i in where.pop(pair):
-        old = words[i]
-        new = merge(old, pair, new_id)
-        if len(new) == len(old):
-            continue  # the index is stale: an earlier merge already removed the pair here
-        count_pairs(old, delta, -freqs[i])
-        count_pairs(new, delta, freqs[i])
-        words[i] = new
-        for p in zip(new, new[1:]):
-            where[p].add(i)
-    return delta
 
 
 class BPETokenizer:
@@ -387,7 +240,7 @@ class BPETokenizer:
         self._special_pat = (regex.compile("(" + "|".join(regex.escape(s) for s in
                              sorted(self.special_tokens, key=len, reverse=True)) + ")")
                              if self.special_tokens else None)
-        self._cache: dict[str, list[int]] = _PretokenCache(self._encode_chunk)
+        self._cache: dict[str, list[int]] = _PretokenCache(self.encode_pretoken)
 
     # -- sizes -----------------------------------------------------------------
     @property
@@ -410,9 +263,10 @@ class BPETokenizer:
         Each step merges the most frequent adjacent pair; ties go to the pair whose bytes
         come first ((bytes of a, bytes of b) compared in byte order), so training is
         deterministic. Counting is incremental: every distinct pre-token is stored once with
-        its frequency, pair counts are kept up to date, and a merge only revisits the words
-        that contain the merged pair. If the corpus runs out of pairs first, the vocabulary
-        is smaller than asked.
+        its frequency, pair counts are kept up to date, and a merge only revisits the
+        pre-tokens that contain the merged pair. If the corpus runs out of pairs first, the
+        vocabulary is smaller than asked. `text` may also be a PretokenCounts (counted
+        elsewhere with the same pattern and special tokens).
         """
         special_tokens = list(dict.fromkeys(special_tokens))
         n_merges = vocab_size - 256 - len(special_tokens)
@@ -420,32 +274,32 @@ class BPETokenizer:
             raise ValueError(f"vocab_size={vocab_size} is too small: it must be at least "
                              f"256 + {len(special_tokens)} special tokens")
         texts = [text] if isinstance(text, str) else text
-        word_counts = count_pretokens(texts, pattern, special_tokens)
+        counts = count_pretokens(texts, pattern, special_tokens)
 
-        words = [list(_to_utf8(w)) for w in word_counts]          # each distinct pre-token, as ids
-        freqs = list(word_counts.values())                        # how often it occurs
+        pretokens = [list(_to_utf8(p)) for p in counts]           # each distinct pre-token, as ids
+        freqs = list(counts.values())                             # how often it occurs
         vocab = {i: bytes([i]) for i in range(256)}                # id -> its bytes (ties compare these)
         merges: dict[tuple[int, int], int] = {}                    # (a, b) -> new id, in the order learned
         # TODO(bpe-train): learn up to n_merges merges into `merges` (and `vocab`). Each step:
-        # - find the most frequent adjacent pair over all words, each word counted with its frequency
-        #   (count_pairs(word, counts, weight=freq)); stop early when no pair is left;
+        # - find the most frequent adjacent pair over all pre-tokens, each counted with its frequency
+        #   (count_pairs(pretoken, pair_counts, weight=freq)); stop early when no pair is left;
         # - ties: the pair whose bytes come first, i.e. the smallest (vocab[a], vocab[b]). Compare the
         #   BYTES, not the ids: the merged token 256 = b"ab" comes before the byte 99 = b"c";
         # - record it: new_id = 256 + len(merges); merges[(a, b)] = new_id; vocab[new_id] = vocab[a] + vocab[b];
-        # - replace the pair in every word with merge() (so "aaaa" -> [256, 256], whose pair (256, 256)
-        #   is counted once next time).
-        # The simple way (recount all pairs with count_pairs every step, then merge every word) is correct and
-        # fine on small corpora. The real run trains on millions of characters: the solution is
-        # incremental (the hint): count once; keep `where` (pair -> indices of the words holding it) and
-        # let _merge_in_words(words, freqs, where, pair, new_id) merge only those words and return how each
-        # pair's count changed; keep the counts in a heap (heapq, counts negated) and skip popped entries
-        # whose count is out of date.
+        # - replace the pair in every pre-token with merge() (so "aaaa" -> [256, 256], whose pair
+        #   (256, 256) is counted once next time).
+        # The simple way (recount all pairs with count_pairs every step, then merge every pre-token) is correct
+        # and fine on small corpora. The real run trains on millions of characters: the solution is
+        # incremental (the hint): count once; keep `where` (pair -> indices of the pre-tokens holding it) and
+        # let _merge_in_pretokens(pretokens, freqs, where, pair, new_id) merge only those pre-tokens and return
+        # how each pair's count changed; keep the counts in a heap (heapq, counts negated) and skip popped
+        # entries whose count is out of date.
         ### BEGIN SOLUTION
         pair_counts: dict[tuple[int, int], int] = {}
-        where: dict[tuple[int, int], set[int]] = defaultdict(set)  # pair -> indices of words holding it
-        for i, (w, f) in enumerate(zip(words, freqs)):
-            count_pairs(w, pair_counts, f)
-            for pair in zip(w, w[1:]):
+        where: dict[tuple[int, int], set[int]] = defaultdict(set)  # pair -> indices of pre-tokens holding it
+        for i, (pretoken, f) in enumerate(zip(pretokens, freqs)):
+            count_pairs(pretoken, pair_counts, f)
+            for pair in zip(pretoken, pretoken[1:]):
                 where[pair].add(i)
 
         # Max-heap by count (negated for heapq), then smallest bytes. Entries go stale when counts
@@ -459,7 +313,7 @@ class BPETokenizer:
             new_id = 256 + len(merges)
             merges[(a, b)] = new_id
             vocab[new_id] = vocab[a] + vocab[b]
-            delta = _merge_in_words(words, freqs, where, (a, b), new_id)
+            delta = _merge_in_pretokens(pretokens, freqs, where, (a, b), new_id)
             for pair, d in delta.items():
                 if d:
                     c = pair_counts.get(pair, 0) + d
@@ -506,11 +360,18 @@ class BPETokenizer:
         return cls(merges, specials, GPT2_SPLIT_PATTERN, byte_ids)
 
     # -- encoding ----------------------------------------------------------------
-    def _encode_chunk(self, piece: str) -> list[int]:
-        """Encode one pre-token: start from its bytes, then apply merges lowest id first."""
-        ids = [self.byte_ids[b] for b in _to_utf8(piece)]
+    def pretokens(self, text: str) -> list[str]:
+        """Step 1 of encoding: `text` cut into pre-tokens by self.pattern, in order; they join back to
+        `text`. Special-token strings are cut like any other text here (encode() handles them).
+        Example (GPT-2's pattern): "Hello, world!" -> ["Hello", ",", " world", "!"]."""
+        return self._pat.findall(text)
+
+    def encode_pretoken(self, pretoken: str) -> list[int]:
+        """Encode one pre-token (one string of self.pretokens(text), e.g. " world"): start from its
+        bytes, then apply merges lowest id first. Returns its token ids."""
+        ids = [self.byte_ids[b] for b in _to_utf8(pretoken)]
         merges = self.merges
-        # TODO(bpe-encode-word): while at least two tokens remain, find the adjacent pair
+        # TODO(bpe-encode-pretoken): while at least two tokens remain, find the adjacent pair
         # with the LOWEST merge id in self.merges (pairs that are not merges never qualify);
         # stop if there is none, else replace all its occurrences with merge(). Applying
         # merges in the order they were learned is what makes encoding match training.
@@ -524,16 +385,20 @@ class BPETokenizer:
         ### END SOLUTION
         return ids
 
-    def encode_ordinary(self, text: str) -> list[int]:
-        """Encode `text`, treating special-token strings as plain text."""
+    def pretoken_ids(self, pretokens: Iterable[str]) -> Iterator[list[int]]:
+        """The token ids of each pre-token in turn (lazily), as encode_pretoken gives them. Each distinct
+        pre-token is encoded once and remembered: text repeats its words, so nearly every pre-token is a
+        lookup. (The memory is emptied when it holds more than _CACHE_LIMIT pre-tokens.) Do not change the
+        lists it yields: they are the remembered ones."""
         cache = self._cache
         if len(cache) > _CACHE_LIMIT:
             cache.clear()
+        return map(cache.__getitem__, pretokens)
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        """Encode `text`, treating special-token strings as plain text: its pre-tokens' ids, in order."""
         out: list[int] = []
-        for piece in self._pat.findall(text):
-            ids = cache.get(piece)
-            if ids is None:
-                ids = cache[piece] = self._encode_chunk(piece)
+        for ids in self.pretoken_ids(self.pretokens(text)):
             out += ids
         return out
 

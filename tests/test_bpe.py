@@ -53,7 +53,7 @@ def test_train_wikipedia_example():
     assert tok.encode("aaabdaaabac") == [258, D, 258, A, C]
 
 
-def test_train_counts_each_word_with_its_frequency_and_never_crosses_pre_tokens():
+def test_train_counts_each_pretoken_with_its_frequency_and_never_crosses_pre_tokens():
     # Pre-tokens: "ab", " ab", " ab". (a,b) occurs 3 times, (' ',a) twice, and b-space never
     # (the space belongs to the next pre-token).
     tok = BPETokenizer.train("ab ab ab", vocab_size=256 + 2, special_tokens=())
@@ -79,13 +79,13 @@ def test_train_rejects_too_small_vocab():
 def naive_train(text: str, n_merges: int, pattern: str) -> dict:
     """Reference trainer: recount every pair of every pre-token occurrence at every step (slow, obvious)."""
     import regex
-    words = [list(w.encode("utf-8")) for w in regex.findall(pattern, text)]
+    pretokens = [list(s.encode("utf-8")) for s in regex.findall(pattern, text)]
     vocab = {i: bytes([i]) for i in range(256)}
     merges = {}
     for k in range(n_merges):
         counts = {}
-        for w in words:
-            for p in zip(w, w[1:]):
+        for ids in pretokens:
+            for p in zip(ids, ids[1:]):
                 counts[p] = counts.get(p, 0) + 1
         if not counts:
             break
@@ -93,7 +93,7 @@ def naive_train(text: str, n_merges: int, pattern: str) -> dict:
         new_id = 256 + k
         merges[best] = new_id
         vocab[new_id] = vocab[best[0]] + vocab[best[1]]
-        words = [merge(w, best, new_id) for w in words]
+        pretokens = [merge(ids, best, new_id) for ids in pretokens]
     return merges
 
 
@@ -163,6 +163,16 @@ def test_encode_applies_merges_in_rank_order_not_text_order():
     tok = BPETokenizer({(A, B): 256, (256, 256): 257})
     assert tok.encode("abab") == [257] and tok.decode([257]) == "abab"
 
+
+
+def test_encoding_is_pretokens_then_each_pretokens_ids(gpt2_tokenizer):
+    text = "Hello, world!  It's 2024 \n\n a <|endoftext|> é"
+    pretokens = gpt2_tokenizer.pretokens(text)
+    assert pretokens[:4] == ["Hello", ",", " world", "!"] and "".join(pretokens) == text
+    assert gpt2_tokenizer.encode_pretoken(" world") == [995]
+    ids = [i for p in pretokens for i in gpt2_tokenizer.encode_pretoken(p)]
+    assert ids == gpt2_tokenizer.encode_ordinary(text)
+    assert list(gpt2_tokenizer.pretoken_ids(pretokens)) == [gpt2_tokenizer.encode_pretoken(p) for p in pretokens]
 
 def test_special_tokens_only_when_allowed():
     tok = BPETokenizer.train("hello world", 256 + 5)

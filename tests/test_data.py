@@ -133,7 +133,8 @@ def test_too_little_training_data_is_a_user_error():
 
 from pathlib import Path   # noqa: E402
 
-from gpt.bpe import chunks_for_pretokenizer, count_pretokens, encode_chunks   # noqa: E402
+from bpe_corpus import chunks_for_pretokenizer, encode_chunks   # noqa: E402
+from gpt.bpe import count_pretokens   # noqa: E402
 from gpt.metrics import split_metrics, text_metrics   # noqa: E402
 
 
@@ -157,7 +158,7 @@ def valid_tok(wiki_valid):
 def test_streamed_parallel_encoding_of_wikitext2_valid_is_encode_of_the_whole_text(
         wiki_valid, valid_tok, small_chunks, tmp_path):
     text = wiki_valid.read_text(encoding="utf-8")
-    n = data.write_ids(tmp_path / "valid.npy", data._read_pieces(wiki_valid), valid_tok, processes=2)
+    n = data.write_ids(tmp_path / "valid.npy", data._read_chunks(wiki_valid), valid_tok, processes=2)
     ids = np.load(tmp_path / "valid.npy", mmap_mode="r")
     assert ids.dtype == np.uint16 and n == len(ids)
     assert ids[0] == valid_tok.eot_id
@@ -177,8 +178,8 @@ def test_streamed_parallel_encoding_of_wikitext2_valid_is_encode_of_the_whole_te
 def test_chunked_encoding_is_exact_for_awkward_texts(text, valid_tok):
     whole = valid_tok.encode(text)
     for chars in (1, 2, 3, 7, 50):
-        pieces = [text[i:i + 5] for i in range(0, len(text), 5)]
-        chunks = list(chunks_for_pretokenizer(pieces, chars))
+        reads = [text[i:i + 5] for i in range(0, len(text), 5)]
+        chunks = list(chunks_for_pretokenizer(reads, chars))
         assert "".join(chunks) == text
         got = np.concatenate(list(encode_chunks(valid_tok, chunks))).tolist()
         assert got == whole, (chars, chunks)
@@ -190,9 +191,9 @@ def test_a_crlf_file_without_final_newline_gives_the_ids_of_reading_it_whole(val
     path.write_bytes("\r\n".join(lines).encode("utf-8"))      # \r\n line ends, none after the last line
     text = path.read_text(encoding="utf-8")                   # what the kit read before: universal newlines
     assert "\r" not in text and not text.endswith("\n")
-    data.write_ids(tmp_path / "ids.npy", data._read_pieces(path), valid_tok, processes=2)
+    data.write_ids(tmp_path / "ids.npy", data._read_chunks(path), valid_tok, processes=2)
     assert np.load(tmp_path / "ids.npy")[1:].tolist() == valid_tok.encode(text)
-    stats = data._scan(data._read_pieces(path))
+    stats = data._scan(data._read_chunks(path))
     assert (stats.words, stats.bytes) == (count_words(text), len(text.encode("utf-8")))
 
 
@@ -215,26 +216,26 @@ def test_streamed_training_learns_the_same_merges(lines, wiki_valid, small_chunk
 
 @pytest.mark.parametrize("processes", [1, 2])
 def test_the_ids_file_is_written_atomically(processes, valid_tok, wiki_valid, small_chunks, tmp_path, monkeypatch):
-    import gpt.bpe
-    real, calls = gpt.bpe._encode_array, []
+    import bpe_corpus
+    real, calls = bpe_corpus._encode_array, []
 
     def failing(tok, chunk, dtype):          # runs in the worker processes too (they are forked)
         calls.append(1)
         if len(calls) == 5:
             raise RuntimeError("worker failed")
         return real(tok, chunk, dtype)
-    monkeypatch.setattr(gpt.bpe, "_encode_array", failing)
+    monkeypatch.setattr(bpe_corpus, "_encode_array", failing)
     with pytest.raises(RuntimeError, match="worker failed"):
-        data.write_ids(tmp_path / "valid.npy", data._read_pieces(wiki_valid), valid_tok, processes=processes)
+        data.write_ids(tmp_path / "valid.npy", data._read_chunks(wiki_valid), valid_tok, processes=processes)
     assert list(tmp_path.iterdir()) == [], "neither valid.npy nor a temporary file is left"
 
 
 def test_progress_bar_goes_to_stderr_and_only_when_asked_or_on_a_terminal(valid_tok, tmp_path, capsys):
-    pieces = ["some text to encode\n"] * 200
-    data.write_ids(tmp_path / "a.npy", iter(pieces), valid_tok, total=4000, desc="encoding test", progress=True)
+    chunks = ["some text to encode\n"] * 200
+    data.write_ids(tmp_path / "a.npy", iter(chunks), valid_tok, total=4000, desc="encoding test", progress=True)
     out, err = capsys.readouterr()
     assert out == "" and "encoding test" in err
-    data.write_ids(tmp_path / "b.npy", iter(pieces), valid_tok, total=4000, desc="encoding test")   # not a tty here
+    data.write_ids(tmp_path / "b.npy", iter(chunks), valid_tok, total=4000, desc="encoding test")   # not a tty here
     out, err = capsys.readouterr()
     assert out == "" and err == ""
     assert np.array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
@@ -243,7 +244,7 @@ def test_progress_bar_goes_to_stderr_and_only_when_asked_or_on_a_terminal(valid_
 def test_split_stats_stream_the_metrics_of_the_whole_text(small_chunks, tmp_path):
     text = "".join(f"w{i} é x{i % 7}\n" if i % 5 else " \n" for i in range(20000)) + "last line no newline"
     (tmp_path / "t.txt").write_text(text, encoding="utf-8")
-    stats = data._scan(data._read_pieces(tmp_path / "t.txt"))   # pieces cut inside words
+    stats = data._scan(data._read_chunks(tmp_path / "t.txt"))   # chunks cut inside words
     assert split_metrics(5.0, 10, stats.words, stats.bytes) == text_metrics(5.0, 10, text)
     assert stats.has_text and not data._scan(iter([" \n", "\t \n"])).has_text
 

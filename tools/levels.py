@@ -40,12 +40,12 @@ TODOS = [
          "**BPE.** `count_pairs` and `merge` are the two primitives; the training loop calls them, so a slow "
          "`merge` makes training slow.", "(for the training test)"),
     Todo("bpe-train", "gpt/bpe.py", "`BPETokenizer.train` (the merge loop)", ("bpe-count-pairs", "bpe-merge"),
-         "**BPE training.** Each step takes the most frequent pair over all words, each word counted with its "
+         "**BPE training.** Each step takes the most frequent pair over all pre-tokens, each counted with its "
          "frequency; ties go to the smaller *bytes* (`(vocab[a], vocab[b])`), not the smaller ids. A loop that "
          "recounts everything each step is correct (and passes the tests) but slow on the real corpus: keep "
-         "counts up to date with `_merge_in_words`, which only revisits the words that hold the pair."),
-    Todo("bpe-encode-word", "gpt/bpe.py", "`BPETokenizer._encode_chunk`", "",
-         "**Encoding.** `_encode_chunk` must apply merges in the order they were learned (lowest id first), not "
+         "counts up to date with `_merge_in_pretokens`, which only revisits the pre-tokens that hold the pair."),
+    Todo("bpe-encode-pretoken", "gpt/bpe.py", "`BPETokenizer.encode_pretoken`", "",
+         "**Encoding.** `encode_pretoken` must apply merges in the order they were learned (lowest id first), not "
          "left to right: on \"abc\" with merges (b,c)→256 then (a,b)→257 the answer is [a, 256] (left to right "
          "would wrongly give [257, c])."),
     Todo("layer-norm", "gpt/functional.py", "`layer_norm`", "",
@@ -117,7 +117,7 @@ class Level:
     what: str                # what the student writes, one phrase (hw5.md's opening, the README)
 
 
-_STANDARD = ("bpe-count-pairs", "bpe-merge", "bpe-encode-word", "attention-mask", "attention-forward", "sample-top-p",
+_STANDARD = ("bpe-count-pairs", "bpe-merge", "bpe-encode-pretoken", "attention-mask", "attention-forward", "sample-top-p",
              "perplexity", "train-step", "lstm-forward", "logit-bias-recovery")
 LEVELS = {
     "intro": Level("intro", ("attention-mask", "attention-forward", "sample-top-p"),

@@ -66,8 +66,8 @@ def test_bpe_train_breaks_ties_by_bytes(student):
 
 
 @pytest.mark.points(3, todo="bpe-train")
-def test_bpe_train_counts_each_word_with_its_frequency_and_keeps_counts_current(student):
-    """a pre-token that occurs twice counts its pairs twice; after a merge, the counts are those of the merged words"""
+def test_bpe_train_counts_each_pretoken_with_its_frequency_and_keeps_counts_current(student):
+    """a pre-token that occurs twice counts its pairs twice; after a merge, the counts are those of the merged pre-tokens"""
     a, b, c, d, e, f = (ord(ch) for ch in "abcdef")
     corpus = "ab\ncd\ncd"
     got = student.call(probe_bpe_train, corpus, 258)
