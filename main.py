@@ -23,7 +23,7 @@ import time
 import numpy as np
 import torch
 
-from data import DEFAULT_CORPUS, SPLITS, encode_splits, get_tokenizer, load_corpus
+from app.data import DEFAULT_CORPUS, SPLITS, encode_splits, get_tokenizer, load_corpus
 from generate import (HANDOUT_PROMPTS, add_sampling_args, add_source_args, complete, load_model, prompt_ids,
                       prompt_seed, run_sampling)
 from app.attention_maps import attention_weights, plot_attention

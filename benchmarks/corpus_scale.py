@@ -52,7 +52,7 @@ def build_corpus(path: Path, mb: float, seed: int = 0) -> int:
 # -- the two sides (each run in a subprocess: python corpus_scale.py --side ours|hf FILE) ---------------
 
 def side_ours(path: Path, vocab: int, workers: int | None, out: Path) -> dict:
-    import data
+    from app import data
     from gpt.bpe import BPETokenizer
     size = path.stat().st_size
     corpus = data.Corpus(path.name, "bench", sources={"train": lambda: data._read_chunks(path)},

@@ -20,7 +20,7 @@ why the tables below map bytes to ids rather than assuming id == byte.
 Words used here, one per thing: a text; a chunk (a slice of a long text, read or
 encoded one at a time); a pre-token (one string of the pattern's split); token
 ids. Counting and encoding a whole corpus chunk by chunk, in worker processes,
-is in bpe_corpus.py (next to data.py); this file is the tokenizer itself.
+is in app/bpe_corpus.py (next to the data pipeline, app/data.py); this file is the tokenizer itself.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def merge(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
 class PretokenCounts(Counter):
     """Pre-token -> how often it occurs, as count_pretokens returns it, remembering the pattern and the
     special tokens it was counted with. BPETokenizer.train accepts it in place of text (so the counting can
-    be done elsewhere: bpe_corpus.py counts a corpus chunk by chunk, in worker processes) and refuses one
+    be done elsewhere: app/bpe_corpus.py counts a corpus chunk by chunk, in worker processes) and refuses one
     counted with another pattern."""
 
     def __init__(self, counts=(), pattern: str = GPT2_SPLIT_PATTERN, special_tokens: Iterable[str] = ()):
@@ -117,7 +117,7 @@ def count_pretokens(texts: Iterable[str], pattern: str = GPT2_SPLIT_PATTERN,
     Example: count_pretokens(["the cat and the dog"]) -> {"the": 1, " cat": 1, " and": 1, " the": 1, " dog": 1}.
     `texts` is read lazily, one string at a time, and each string is pre-tokenized on its own, so a corpus
     can be counted in chunks if each chunk ends where the whole text's pre-tokens end anyway
-    (bpe_corpus.chunks_for_pretokenizer cuts them so). Given a PretokenCounts (counted earlier with the same
+    (app.bpe_corpus.chunks_for_pretokenizer cuts them so). Given a PretokenCounts (counted earlier with the same
     pattern and special tokens), returns it as is.
     """
     special_tokens = list(special_tokens)

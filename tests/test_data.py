@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-import data
-from data import encode_splits, load_corpus
+from app import data
+from app.data import encode_splits, load_corpus
 from gpt.bpe import BPETokenizer
 from app.cli import UserError
 from gpt.metrics import count_words
@@ -133,7 +133,7 @@ def test_too_little_training_data_is_a_user_error():
 
 from pathlib import Path   # noqa: E402
 
-from bpe_corpus import chunks_for_pretokenizer, encode_chunks   # noqa: E402
+from app.bpe_corpus import chunks_for_pretokenizer, encode_chunks   # noqa: E402
 from gpt.bpe import count_pretokens   # noqa: E402
 from gpt.metrics import split_metrics, text_metrics   # noqa: E402
 
@@ -216,7 +216,7 @@ def test_streamed_training_learns_the_same_merges(lines, wiki_valid, small_chunk
 
 @pytest.mark.parametrize("processes", [1, 2])
 def test_the_ids_file_is_written_atomically(processes, valid_tok, wiki_valid, small_chunks, tmp_path, monkeypatch):
-    import bpe_corpus
+    from app import bpe_corpus
     real, calls = bpe_corpus._encode_array, []
 
     def failing(tok, chunk, dtype):          # runs in the worker processes too (they are forked)

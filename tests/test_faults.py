@@ -182,7 +182,7 @@ def test_bpe_training_and_encoding_agree_on_lone_surrogates():
 # -- nothing stale, nothing mixed ---------------------------------------------------------------
 
 def test_a_same_size_edit_of_the_text_gives_new_token_ids(small_data, tmp_path):
-    import data as data_module
+    from app import data as data_module
     folder = copy_data(small_data, tmp_path / "data")
     before = data_module.load_corpus(data_dir=str(folder))
     tok = BPETokenizer.train(before.texts["train"], 300)

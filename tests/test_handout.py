@@ -96,7 +96,7 @@ def handout(tmp_path_factory):
 
 def test_handout_content(handout):
     files = {str(p.relative_to(handout)) for p in handout.rglob("*") if p.is_file()}
-    assert {"main.py", "generate.py", "data.py", "bpe_corpus.py", "hw5.md", "requirements.txt", "gpt/model.py",
+    assert {"main.py", "generate.py", "app/data.py", "app/bpe_corpus.py", "hw5.md", "requirements.txt", "gpt/model.py",
             "gpt/bpe.py", "tests/graded/test_model_graded.py", "tests/graded/fixtures/gpt2_tiny.pt"} <= files
     assert not any("hidden" in f or f.startswith(("tools/", "benchmarks/")) or f == "tests/test_model.py" for f in files)
     for f in files:

@@ -7,7 +7,7 @@ stripped, the hw5.md its students read (its questions, its TODO table, hints and
 by tools/levels.py) and the graded tests that count (tests/graded/level.json lists the level's TODOs;
 the pytest plugin runs only theirs). --todos strips another set of regions (any TODO ids, or all).
 
-OUT_DIR receives what students get: the package, main.py, generate.py, data.py, bpe_corpus.py, sbatch.sh, hw5.md,
+OUT_DIR receives what students get: the package, main.py, generate.py, the app package, sbatch.sh, hw5.md,
 requirements.txt, README.md and the public graded tests. In the Python files every region
 
         # TODO(some-id): instructions ...
@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 import levels  # noqa: E402
 
 # What students receive (globs relative to the repository root); missing entries are skipped.
-HANDOUT_FILES = ["gpt/*.py", "app/*.py", "main.py", "generate.py", "data.py", "bpe_corpus.py", "sbatch.sh", "hw5.md", "README.md",
+HANDOUT_FILES = ["gpt/*.py", "app/*.py", "main.py", "generate.py", "sbatch.sh", "hw5.md", "README.md",
                  "requirements.txt", "pytest.ini", "tests/conftest.py", "tests/gradescope_plugin.py",
                  "tests/graded/*.py", "tests/graded/fixtures/*"]
 HIDDEN_TESTS = "test_hidden_*.py"

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from bpe_corpus import chunks_for_pretokenizer, count_pretokens_parallel, encode_chunks
+from app.bpe_corpus import chunks_for_pretokenizer, count_pretokens_parallel, encode_chunks
 from gpt.bpe import EOT, GPT2_SPLIT_PATTERN, BPETokenizer
 from app.cli import UserError
 from gpt.utils import atomic_open, network_available, remove_stale_temporaries

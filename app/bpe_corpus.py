@@ -1,4 +1,4 @@
-"""BPE at corpus scale: pre-token counts and token ids of a text far larger than memory (used by data.py).
+"""BPE at corpus scale: pre-token counts and token ids of a text far larger than memory (used by app/data.py).
 
 gpt/bpe.py is the tokenizer; this module feeds it a corpus chunk by chunk. A chunk is a slice of the
 text; a pre-token is one string of the tokenizer's pattern split (BPETokenizer.pretokens). Chunks are
