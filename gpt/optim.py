@@ -84,24 +84,22 @@ class AdamW(torch.optim.Optimizer):
             if not params:
                 continue
             lr, (beta1, beta2), eps, weight_decay = group["lr"], group["betas"], group["eps"], group["weight_decay"]
-            # TODO(adamw-step): the AdamW update of the docstring, on all the group's tensors at once with
-            # foreach ops (params[i] has gradient grads[i], moments exp_avgs[i] = m and exp_avg_sqs[i] = v, and
-            # steps[i] = t, this update's step number, 1 on the first). Each op takes a list of tensors and
-            # works in place; a scalar argument may also be a list with one number per tensor:
-            #   torch._foreach_mul_(xs, s)                     x *= s
-            #   torch._foreach_lerp_(xs, ys, w)                x += w * (y - x)  (m.lerp(g, 1 - beta1) updates m)
-            #   torch._foreach_addcmul_(xs, ys, zs, value=c)   x += c * y * z
-            #   torch._foreach_sqrt(xs)                        new tensors sqrt(x)
-            #   torch._foreach_div_(xs, s), torch._foreach_add_(xs, s)
-            #   torch._foreach_addcdiv_(xs, ys, zs, s)         x += s * y / z
-            # (1) Decoupled weight decay first: params *= 1 - lr * weight_decay (skip it when weight_decay is
-            # 0). Never add weight_decay * p to the gradient: that is Adam with L2, which Adam's per-coordinate
+            # TODO(adamw-step): the AdamW update of the docstring, in place, for every i: params[i] has gradient
+            # grads[i], moments exp_avgs[i] = m and exp_avg_sqs[i] = v, and steps[i] = t, this update's step
+            # number (1 on the first). A loop over i with the tensors' own in-place methods is correct:
+            #   x.mul_(s)  x *= s;  x.lerp_(y, w)  x += w * (y - x)  (m.lerp_(g, 1 - beta1) updates m);
+            #   x.addcmul_(y, z, value=c)  x += c * y * z;  x.addcdiv_(y, z, value=c)  x += c * y / z;
+            #   y.sqrt(), y.div(s), y.add(s)  new tensors.
+            # (1) Decoupled weight decay first: p *= 1 - lr * weight_decay (skip it when weight_decay is 0).
+            # Never add weight_decay * p to the gradient: that is Adam with L2, which Adam's per-coordinate
             # normalisation then weakens wherever gradients are large. (2) m and v (v averages g * g).
-            # (3) Bias correction with each parameter's own t, as plain Python numbers (one per parameter):
-            # bias1 = 1 - beta1 ** t, bias2 = 1 - beta2 ** t. Without it the first steps are far too small
-            # (after step 1, m is only (1 - beta1) * g). (4) denominator = sqrt(v) / sqrt(bias2) + eps (eps
-            # added after the correction), then params += (-lr / bias1) * m / denominator. Do not change grads
-            # (and no Python loop doing tensor math per parameter: that is what foreach ops save).
+            # (3) Bias correction with each parameter's own t, as plain Python numbers: bias1 = 1 - beta1 ** t,
+            # bias2 = 1 - beta2 ** t (m and v start at 0, so after step 1 m is only (1 - beta1) * g).
+            # (4) denominator = sqrt(v) / sqrt(bias2) + eps (eps added after the correction), then
+            # p += (-lr / bias1) * m / denominator. Do not change the gradients.
+            # Faster (optional): PyTorch's foreach functions do each operation for the whole list in one call
+            # (torch._foreach_mul_(xs, s) is `for x in xs: x.mul_(s)`; a scalar may be a list, one per tensor),
+            # which saves the fixed cost of dozens of small operations per step.
             ### BEGIN SOLUTION
             if weight_decay != 0:
                 torch._foreach_mul_(params, 1 - lr * weight_decay)

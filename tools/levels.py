@@ -92,7 +92,8 @@ TODOS = [
     Todo("adamw-step", "gpt/optim.py", "`AdamW.step`", "",
          "**AdamW.** Decay the parameters (`p *= 1 - lr * weight_decay`), never the gradient; correct both moments "
          "by `1 - beta**t` with the parameter's own step `t` (1 on the first step), and add `eps` after the "
-         "square root. One `torch._foreach_*` call per operation, over the whole group."),
+         "square root. A loop over the group's tensors is right; `torch._foreach_*` does each operation for the "
+         "whole group in one call (faster, optional)."),
     Todo("lr-schedule", "gpt/optim.py", "`lr_at`", "",
          "**Schedule.** Warm-up `lr * (it + 1) / warmup_iters`, then the cosine from `lr` down to the floor "
          "`lr * min_lr_ratio` (not 0) at `max_iters`, and the floor after it; `warmup_iters = 0` means no warm-up."),
