@@ -35,7 +35,7 @@ from app.experiments import RunFailed, default_grid, load_grid, run_grid
 from gpt.metrics import describe_metrics, split_metrics
 from gpt.model import ATTN_IMPLS, GPT, GPTConfig
 from gpt.pretrained import PretrainedError, load_gpt2, with_block_size
-from app.profiles import auto_profile, build_config, describe, fit_to_corpus, iters_for_epochs, resolve_settings
+from app.profiles import FINE_TUNE_LR, auto_profile, describe, run_spec
 from gpt.sizing import MEMORY_FORMULAS, PRESETS, check_fits, memory_report
 from gpt.trainer import OPTIMIZERS, PRECISIONS, SCHEDULES, DivergedError, TrainConfig, Trainer, evaluate, \
     time_training_steps
@@ -62,32 +62,14 @@ def prepare_data(args, vocab_size: int, tok=None):
 def setup_run(args, device, ids, vocab_size: int, pretrained=None):
     """(model, config, TrainConfig) from the flags; ValueError (a bad combination) names no flag.
     pretrained: a GPT to fine-tune (--init-from) instead of a new model."""
-    given = dict(vars(args))
-    if pretrained is not None and given["learning_rate"] is None:
-        given["learning_rate"] = FINE_TUNE_LR
-    model_settings, train_settings = resolve_settings(given, device.type, args.preset, args.fast, args.model)
-    if args.epochs is not None:   # one epoch = every training window once
-        train_settings["max_iters"] = iters_for_epochs(args.epochs, len(ids["train"]), model_settings["block_size"],
-                                                       train_settings.get("batch_size", 32),
-                                                       train_settings.get("grad_accum", 1))
-    train_settings = fit_to_corpus(train_settings, given, device.type, len(ids["train"]), model_settings["block_size"])
-    resume = args.resume or (args.auto_resume and os.path.exists(os.path.join(args.out_dir, "last.pt")))
-    tcfg = TrainConfig(device=str(device), out_dir=args.out_dir, resume=resume, progress=not args.no_progress,
-                       **train_settings)
-    seed_everything(tcfg.seed)   # the initial weights depend on --seed (and agree across processes)
+    spec = run_spec(vars(args), device, len(ids["train"]), vocab_size, pretrained and pretrained.config)
+    seed_everything(spec.train.seed)   # the initial weights depend on --seed (and agree across processes)
     if pretrained is not None:
-        model = with_block_size(pretrained, args.block_size or pretrained.config.block_size,
-                                dropout=model_settings.get("dropout", 0.0))
-        check_fits(model.config, tcfg.batch_size, tcfg.optimizer, tcfg.precision, device)
-        return model, model.config, tcfg
-    cfg = build_config(args.model, vocab_size, model_settings)
-    if args.model == "gpt":     # refuse a run that cannot fit before allocating it
-        check_fits(cfg, tcfg.batch_size, tcfg.optimizer, tcfg.precision, device)
-    model = MODEL_KINDS[args.model][0](cfg)
-    return model, cfg, tcfg
-
-
-FINE_TUNE_LR = 1e-4   # --init-from: a pretrained model needs small steps (its own schedule ended near 0)
+        pretrained = with_block_size(pretrained, spec.model.block_size, dropout=spec.model.dropout)
+    if spec.kind == "gpt":     # refuse a run that cannot fit before allocating it
+        check_fits(spec.model, spec.train.batch_size, spec.train.optimizer, spec.train.precision, device)
+    model = pretrained if pretrained is not None else MODEL_KINDS[spec.kind][0](spec.model)
+    return model, model.config, spec.train
 
 
 def pretrained_for_training(args):

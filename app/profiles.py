@@ -8,7 +8,8 @@ The `auto` profile is what `python main.py` trains. The CPU profile finishes in 
 from __future__ import annotations
 
 import math
-from dataclasses import fields
+import os
+from dataclasses import dataclass, fields, replace
 
 import torch
 
@@ -35,8 +36,55 @@ AUTO_PROFILES = {
 # early anyway (patience).
 AUTO_MAX_EPOCHS = {"cpu": 10.0, "gpu": None}
 SHORTENED_PATIENCE = 2
-# Set by the caller from its own state, never from the profile or the flags.
+# Set from the run's own state (device, folder, resume), never from the profile.
 RUN_FIELDS = ("device", "out_dir", "resume", "progress")
+# TrainConfig's defaults: their one home is the dataclass (read here, never restated).
+TRAIN_DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
+FINE_TUNE_LR = 1e-4   # --init-from: a pretrained model needs small steps (its own schedule ended near 0)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything a training run is: the model kind, its config and the training config."""
+    kind: str        # "gpt" or "lstm"
+    model: object    # GPTConfig or LSTMConfig (for --init-from: the pretrained model's, resized)
+    train: TrainConfig
+
+
+def run_spec(given: dict, device: torch.device, n_train_tokens: int, vocab_size: int, pretrained=None) -> RunSpec:
+    """The one settings step: the parsed arguments (as a dict: `vars(args)`), the device and the size of
+    the training split -> the run's spec. Explicit values > a named preset > the `auto` profile > the
+    dataclasses' defaults; --epochs becomes iterations; a small corpus caps the CPU run (fit_to_corpus).
+    pretrained: the config of a model to fine-tune (--init-from) instead of a new one. ValueError names
+    a bad combination."""
+    given, device_type = dict(given), device.type
+    kind = given.get("model") or "gpt"
+    if pretrained is not None and given.get("learning_rate") is None:
+        given["learning_rate"] = FINE_TUNE_LR
+    model_settings, train_settings = resolve_settings(given, device_type, given.get("preset") or "auto",
+                                                      bool(given.get("fast")), kind)
+    block = model_settings["block_size"]
+    epochs = given.get("epochs")
+    if epochs is not None:   # one epoch = every training window once
+        train_settings["max_iters"] = iters_for_epochs(epochs, n_train_tokens, block, *_batch(train_settings))
+    train_settings = fit_to_corpus(train_settings, given, device_type, n_train_tokens, block)
+    out_dir = given.get("out_dir") or TRAIN_DEFAULTS["out_dir"]
+    resume = bool(given.get("resume")) or bool(given.get("auto_resume")) and os.path.exists(
+        os.path.join(out_dir, "last.pt"))
+    train = TrainConfig(device=str(device), out_dir=out_dir, resume=resume,
+                        progress=not given.get("no_progress"), **train_settings)
+    if pretrained is not None:
+        model = replace(pretrained, block_size=given.get("block_size") or pretrained.block_size,
+                        dropout=model_settings.get("dropout", 0.0))
+    else:
+        model = build_config(kind, vocab_size, model_settings)
+    return RunSpec(kind, model, train)
+
+
+def _batch(train: dict) -> tuple[int, int]:
+    """(batch size, gradient accumulation) of resolved training settings."""
+    return (train.get("batch_size", TRAIN_DEFAULTS["batch_size"]),
+            train.get("grad_accum", TRAIN_DEFAULTS["grad_accum"]))
 
 
 # Where bf16 is emulated (a CPU without AVX512-BF16 or AMX, or an Apple GPU) it is slower than fp32:
@@ -96,13 +144,12 @@ def fit_to_corpus(train: dict, given: dict, device_type: str, n_tokens: int, blo
     cap = AUTO_MAX_EPOCHS["gpu" if device_type == "cuda" else "cpu"]
     if cap is None or given.get("max_iters") is not None or given.get("epochs") is not None:
         return train
-    iters = iters_for_epochs(cap, n_tokens, block_size, train.get("batch_size", 32), train.get("grad_accum", 1))
+    iters = iters_for_epochs(cap, n_tokens, block_size, *_batch(train))
     if iters >= train.get("max_iters", iters):
         return train
     out = dict(train, max_iters=iters)
     if given.get("eval_interval") is None:
-        out["eval_interval"] = iters_for_epochs(1, n_tokens, block_size, train.get("batch_size", 32),
-                                                train.get("grad_accum", 1))
+        out["eval_interval"] = iters_for_epochs(1, n_tokens, block_size, *_batch(train))
     if given.get("patience") is None:
         out["patience"] = SHORTENED_PATIENCE
     if given.get("warmup_iters") is None:

@@ -46,3 +46,22 @@ def test_explicit_values_beat_the_profile():
     model, train = resolve_settings({"n_layer": 2, "learning_rate": 5e-4}, "cpu")
     assert model["n_layer"] == 2 and train["learning_rate"] == 5e-4
     assert model["n_embd"] == auto_profile("cpu")["n_embd"] and train["max_iters"] == auto_profile("cpu")["max_iters"]
+
+
+def test_run_spec_is_the_one_settings_step():
+    """Arguments + device + training-split size -> (kind, model config, TrainConfig), nothing else needed."""
+    from app.profiles import FINE_TUNE_LR, run_spec
+    from gpt.lstm import LSTMConfig
+    from gpt.model import GPTConfig
+    args = main.build_parser().parse_args(["train", "--model", "lstm", "--device", "cpu", "--epochs", "2",
+                                           "--batch-size", "4", "--block-size", "8", "--out-dir", "somewhere"])
+    spec = run_spec(vars(args), torch.device("cpu"), 8 * 4 * 5 + 1, vocab_size=300)
+    assert spec.kind == "lstm" and isinstance(spec.model, LSTMConfig) and spec.model.vocab_size == 300
+    assert spec.train.max_iters == 10, "2 epochs of 5 batches of 4 windows of 8 tokens"
+    assert (spec.train.device, spec.train.out_dir, spec.train.resume) == ("cpu", "somewhere", False)
+    gpt2 = GPTConfig(vocab_size=50257, block_size=1024, n_layer=2, n_head=2, n_embd=8, dropout=0.1)
+    args = main.build_parser().parse_args(["train", "--device", "cpu", "--block-size", "32", "--max-iters", "3"])
+    spec = run_spec(vars(args), torch.device("cpu"), 10_000, vocab_size=50257, pretrained=gpt2)
+    assert (spec.model.block_size, spec.model.n_layer, spec.model.dropout) == (32, 2, 0.0), \
+        "--init-from keeps the pretrained architecture, with the flag's context and the profile's dropout"
+    assert spec.train.learning_rate == FINE_TUNE_LR and spec.train.max_iters == 3
