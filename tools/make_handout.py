@@ -8,7 +8,9 @@ by tools/levels.py) and the graded tests that count (tests/graded/level.json lis
 the pytest plugin runs only theirs). --todos strips another set of regions (any TODO ids, or all).
 
 OUT_DIR receives what students get: the package, main.py, generate.py, data.py, sbatch.sh, hw5.md,
-requirements.txt, README.md and the public graded tests. In the Python files every region
+requirements.txt, README.md and the public graded tests of the level (a graded test file ships only
+when it has a points mark for a TODO of the level; a fixture, only when a shipped file names it). In the
+Python files every region
 
         # TODO(some-id): instructions ...
         ### BEGIN SOLUTION
@@ -16,19 +18,23 @@ requirements.txt, README.md and the public graded tests. In the Python files eve
         ### END SOLUTION
 
 becomes `raise NotImplementedError("TODO(some-id)")` at the region's indentation (instructions kept).
-Regions of other TODOs keep their solution. In Markdown
+Regions of other TODOs keep their solution and read as given code: the markers go, and the comment's
+`TODO(some-id): ` prefix too ("# TODO(gelu): set y = ..." becomes "# Set y = ..."), so TODO(id)
+appears only for the TODOs the student writes. In Markdown
 files, <!-- BEGIN SOLUTION --> ... <!-- END SOLUTION --> blocks are removed. Hidden tests
 (tests/graded/test_hidden_*.py) and the developer tests are left out.
 
 --zip also writes OUT_DIR.zip, whose entries sit under hw5/. --autograder also writes OUT_DIR-autograder/ and OUT_DIR-autograder.zip
-for Gradescope: setup.sh, run_autograder, and in source/ the grader (all graded tests, hidden ones
-too), the skeleton and grade.py, which runs the student's code apart from the grader.
+for Gradescope: setup.sh, run_autograder, and in source/ the grader (the level's graded tests,
+hidden ones too), the skeleton and grade.py, which runs the student's code apart from
+the grader.
 
 The handout is checked before the command succeeds: every .py file compiles, `python main.py --help`
-runs, no stripped solution line survives anywhere in it, every TODO id is listed in hw5.md, and its
-README.md (tools/handout/README.md, written for students) and hw5.md name no file it does not have.
-Malformed markers (unbalanced, nested, or without a TODO(id) comment above) are an error naming the
-file and line.
+runs, no stripped solution line survives anywhere in it, no solution marker is left, the TODO(id)
+markers of its .py files are exactly the stripped TODOs, it has exactly the level's graded test files,
+every TODO id is listed in tools/levels.py, and its README.md (tools/handout/README.md, written for
+students) and hw5.md name no file it does not have. Malformed markers (unbalanced, nested, or without a
+TODO(id) comment above) are an error naming the file and line.
 """
 
 from __future__ import annotations
@@ -358,7 +364,7 @@ def make_zip(folder: Path, top: str | None = None) -> Path:
 
 def build_autograder(out_dir: Path, todos: set[str] | None, level: str = levels.DEFAULT_LEVEL) -> Path:
     """OUT_DIR-autograder/: setup.sh and run_autograder at the top; in source/, grade.py, the grader
-    (all graded tests, hidden ones too, with their fixtures) and the skeleton (the code students get),
+    (the level's graded tests, hidden ones too, with their fixtures) and the skeleton (the code students get),
     kept apart so that the student's code never runs inside the grader's folder."""
     ag = out_dir.with_name(out_dir.name + "-autograder")
     if ag.exists():
