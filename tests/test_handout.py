@@ -57,6 +57,18 @@ def test_region_becomes_raise_at_its_indentation():
     assert [r.todo for r in stripped] == ["add-one"]
     kept, none = strip_python("f.py", GOOD, {"other"})
     assert none == [] and "    y = x + 1" in kept and "SOLUTION" not in kept
+    assert kept == 'def f(x):\n    # Return x + 1\n    y = x + 1\n    return y\n', "a kept region reads as given code"
+
+
+@pytest.mark.parametrize("line,given", [
+    ("    # TODO(gelu): set y = 0.5 * x", "    # Set y = 0.5 * x"),
+    ("        # TODO(mlp-forward): x (B, T, C) -> self.c_fc", "        # x (B, T, C) -> self.c_fc"),
+    ("# TODO(gpt-forward): logits = self.lm_head(...)", "# logits = self.lm_head(...)"),
+    ("# TODO(kv-cache-append): self.k[layer] and", "# self.k[layer] and"),
+    ("# TODO(a): `causal_mask`, a tensor", "# `causal_mask`, a tensor"),
+])
+def test_a_kept_regions_comment_loses_its_marker(line, given):
+    assert make_handout.given_comment(line) == given
 
 
 @pytest.mark.parametrize("text,message", [
@@ -133,11 +145,79 @@ def test_the_score_command_of_the_readme_works_twice(handout):
     (handout / "results.json").unlink()
 
 
+_LEVEL_HANDOUTS: dict = {}
+
+
 def level_handout(tmp_path_factory, level: str, todos: str | None = None):
-    out = tmp_path_factory.mktemp(f"{level}-{todos or 'skeleton'}") / "hw5"
-    proc = run(["tools/make_handout.py", str(out), "--level", level] + (["--todos", todos] if todos else []))
-    assert proc.returncode == 0, proc.stderr
-    return out
+    """The level's handout (stripping `todos` instead of the level's TODOs), built once per session."""
+    if (level, todos) not in _LEVEL_HANDOUTS:
+        out = tmp_path_factory.mktemp(f"{level}-{todos or 'skeleton'}") / "hw5"
+        proc = run(["tools/make_handout.py", str(out), "--level", level] + (["--todos", todos] if todos else []))
+        assert proc.returncode == 0, proc.stderr
+        _LEVEL_HANDOUTS[level, todos] = out
+    return _LEVEL_HANDOUTS[level, todos]
+
+
+def todo_markers(folder) -> set[str]:
+    """The ids of every TODO(id) in the folder's .py files (what `grep -rn "TODO(" --include=*.py` shows)."""
+    return {m.group(1) for p in folder.rglob("*.py") for m in make_handout.TODO_RE.finditer(p.read_text(encoding="utf-8"))}
+
+
+def expected_graded_tests(level: str, hidden: bool = False) -> set[str]:
+    """The graded test files with a points mark for a TODO of the level (parsed here, not by make_handout)."""
+    todos = set(levels.level_todos(level))
+    return {p.name for p in (ROOT / "tests" / "graded").glob("test_*.py")
+            if (hidden or not p.name.startswith("test_hidden_")) and todos & {m.todo for m in levels.points_in_file(p)}}
+
+
+@pytest.mark.parametrize("level,todos", [(level, None) for level in levels.LEVELS]
+                         + [("standard", "all"), ("intro", "none"), ("advanced", "none")])
+def test_the_handout_shows_exactly_its_own_work(tmp_path_factory, level, todos):
+    """TODO(id) markers name exactly the stripped TODOs, kept regions read as given code (no solution
+    markers), and only the graded test files of the level's TODOs ship, with the fixtures they use."""
+    out = level_handout(tmp_path_factory, level, todos)
+    stripped = {"all": set(levels.BY_ID), "none": set()}.get(todos, set(levels.level_todos(level)))
+    assert todo_markers(out) == stripped, "grep 'TODO(' in the handout's .py files lists exactly its TODOs"
+    for p in out.rglob("*"):
+        if p.is_file() and p.suffix in (".py", ".md", ".sh", ".txt"):
+            text = p.read_text(encoding="utf-8")
+            assert "BEGIN SOLUTION" not in text and "END SOLUTION" not in text, p
+    for doc in ("hw5.md", "README.md"):
+        cited = set(make_handout.TODO_RE.findall((out / doc).read_text(encoding="utf-8")))
+        assert cited <= set(levels.level_todos(level)), f"{doc} cites TODO(...) of another level: {cited}"
+    shipped = {p.name for p in (out / "tests" / "graded").glob("test_*.py")}
+    assert shipped == expected_graded_tests(level), "only the graded test files of the level's TODOs ship"
+    assert not any(name.startswith("test_advanced_") for name in shipped) or level == "advanced"
+    fixtures = {p.name for p in (out / "tests" / "graded" / "fixtures").iterdir()}
+    assert fixtures == ({"gpt2_tiny.pt"} if level == "intro" else {"gpt2_tiny.pt", "bpe.json"})
+
+
+def test_the_build_check_catches_another_levels_work(tmp_path_factory, tmp_path):
+    """make_handout's own check fails on a TODO(id) marker of a TODO the handout gives, and on a graded test
+    file of another level."""
+    out = tmp_path / "hw5"
+    shutil.copytree(level_handout(tmp_path_factory, "intro"), out)
+    todos = set(levels.level_todos("intro"))
+    stripped = [r for p in sorted((ROOT / "gpt").glob("*.py"))
+                for r in find_regions(str(p.relative_to(ROOT)), p.read_text(encoding="utf-8")) if r.todo in todos]
+    make_handout.verify(out, stripped, list(levels.BY_ID), "intro")        # as built: fine
+    model = out / "gpt" / "model.py"
+    good = model.read_text(encoding="utf-8")
+    model.write_text(good + "\n# TODO(gelu): given at this level\n", encoding="utf-8")
+    with pytest.raises(HandoutError, match=r"markers differ .*\['gelu'\].*gpt/model\.py"):
+        make_handout.verify(out, stripped, list(levels.BY_ID), "intro")
+    model.write_text(good, encoding="utf-8")
+    shutil.copy(ROOT / "tests" / "graded" / "test_lstm_graded.py", out / "tests" / "graded")
+    with pytest.raises(HandoutError, match="graded tests .*test_lstm_graded.py"):
+        make_handout.verify(out, stripped, list(levels.BY_ID), "intro")
+
+
+def test_a_kept_region_reads_as_given_code_at_the_standard_level(tmp_path_factory):
+    model = (level_handout(tmp_path_factory, "standard") / "gpt" / "model.py").read_text(encoding="utf-8")
+    assert "        # x (B, T, C) -> self.c_fc -> (B, T, 4C) -> gelu (the function above, not\n" in model
+    assert "        return self.dropout(self.c_proj(gelu(self.c_fc(x))))\n" in model       # the MLP is given
+    assert "        # Set y = 0.5 * x * (1 + tanh(" in model and "TODO(gelu)" not in model
+    assert "        # Compute the attention output y" not in model, "the level's own TODO keeps its marker"
 
 
 def expected_score_line(level: str, got_public, got_extra) -> str:
@@ -211,6 +291,8 @@ def test_autograder_layout(handout):
     source = ag / "source"
     assert (source / "grade.py").is_file() and (source / "SUBMITTED_FILES").is_file()
     assert (source / "grader" / "tests" / "graded" / "test_hidden_graded.py").is_file()
+    grader_tests = {p.name for p in (source / "grader" / "tests" / "graded").glob("test_*.py")}
+    assert grader_tests == expected_graded_tests("standard", hidden=True), "the level's tests, hidden ones too"
     assert not (source / "skeleton" / "tests").exists(), "no tests in the student's folder"
     assert 'raise NotImplementedError("TODO(attention-forward)")' in (source / "skeleton" / "gpt" / "model.py").read_text()
 

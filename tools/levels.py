@@ -157,14 +157,18 @@ class Points:
 
 def graded_points(folder: Path = ROOT / "tests" / "graded") -> list[Points]:
     """Every `@pytest.mark.points(n, todo=..., visibility=..., extra_credit=...)` of the graded tests."""
+    return [m for path in sorted(folder.glob("test_*.py")) for m in points_in_file(path)]
+
+
+def points_in_file(path: Path) -> list[Points]:
+    """The points marks of one graded test file."""
     marks = []
-    for path in sorted(folder.glob("test_*.py")):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Call) and _is_points_mark(node.func):
-                kw = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
-                n = ast.literal_eval(node.args[0]) if node.args else kw["n"]
-                marks.append(Points(kw["todo"], float(n), kw.get("visibility", "visible") != "visible",
-                                    bool(kw.get("extra_credit", False))))
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Call) and _is_points_mark(node.func):
+            kw = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
+            n = ast.literal_eval(node.args[0]) if node.args else kw["n"]
+            marks.append(Points(kw["todo"], float(n), kw.get("visibility", "visible") != "visible",
+                                bool(kw.get("extra_credit", False))))
     return marks
 
 

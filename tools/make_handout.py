@@ -8,7 +8,9 @@ by tools/levels.py) and the graded tests that count (tests/graded/level.json lis
 the pytest plugin runs only theirs). --todos strips another set of regions (any TODO ids, or all).
 
 OUT_DIR receives what students get: the package, main.py, generate.py, the app package, sbatch.sh, hw5.md,
-requirements.txt, README.md and the public graded tests. In the Python files every region
+requirements.txt, README.md and the public graded tests of the level (a graded test file ships only
+when it has a points mark for a TODO of the level; a fixture, only when a shipped file names it). In the
+Python files every region
 
         # TODO(some-id): instructions ...
         ### BEGIN SOLUTION
@@ -16,19 +18,23 @@ requirements.txt, README.md and the public graded tests. In the Python files eve
         ### END SOLUTION
 
 becomes `raise NotImplementedError("TODO(some-id)")` at the region's indentation (instructions kept).
-Regions of other TODOs keep their solution. In Markdown
+Regions of other TODOs keep their solution and read as given code: the markers go, and the comment's
+`TODO(some-id): ` prefix too ("# TODO(gelu): set y = ..." becomes "# Set y = ..."), so TODO(id)
+appears only for the TODOs the student writes. In Markdown
 files, <!-- BEGIN SOLUTION --> ... <!-- END SOLUTION --> blocks are removed. Hidden tests
 (tests/graded/test_hidden_*.py) and the developer tests are left out.
 
 --zip also writes OUT_DIR.zip, whose entries sit under hw5/. --autograder also writes OUT_DIR-autograder/ and OUT_DIR-autograder.zip
-for Gradescope: setup.sh, run_autograder, and in source/ the grader (all graded tests, hidden ones
-too), the skeleton and grade.py, which runs the student's code apart from the grader.
+for Gradescope: setup.sh, run_autograder, and in source/ the grader (the level's graded tests,
+hidden ones too), the skeleton and grade.py, which runs the student's code apart from
+the grader.
 
 The handout is checked before the command succeeds: every .py file compiles, `python main.py --help`
-runs, no stripped solution line survives anywhere in it, every TODO id is listed in hw5.md, and its
-README.md (tools/handout/README.md, written for students) and hw5.md name no file it does not have.
-Malformed markers (unbalanced, nested, or without a TODO(id) comment above) are an error naming the
-file and line.
+runs, no stripped solution line survives anywhere in it, no solution marker is left, the TODO(id)
+markers of its .py files are exactly the stripped TODOs, it has exactly the level's graded test files,
+every TODO id is listed in tools/levels.py, and its README.md (tools/handout/README.md, written for
+students) and hw5.md name no file it does not have. Malformed markers (unbalanced, nested, or without a
+TODO(id) comment above) are an error naming the file and line.
 """
 
 from __future__ import annotations
@@ -54,6 +60,10 @@ HANDOUT_FILES = ["gpt/*.py", "app/*.py", "main.py", "generate.py", "sbatch.sh", 
                  "requirements.txt", "pytest.ini", "tests/conftest.py", "tests/gradescope_plugin.py",
                  "tests/graded/*.py", "tests/graded/fixtures/*"]
 HIDDEN_TESTS = "test_hidden_*.py"
+# A graded test file ships only when it has a points mark for a TODO of the level; a fixture ships when a
+# shipped .py file names it (or when no graded .py file names it: then who uses it is unknown).
+GRADED_DIR = "tests/graded"
+FIXTURES_DIR = "tests/graded/fixtures"
 # The handout's README is its own (the repository's README is the instructor's).
 STUDENT_README = ROOT / "tools" / "handout" / "README.md"
 # The level's TODOs, for the pytest plugin (tests/gradescope_plugin.py): only their graded tests count.
@@ -78,6 +88,7 @@ class Region:
     end: int
     indent: str
     lines: list[str]    # the solution lines between the markers
+    marker: int = 0     # 1-based line number of the comment line holding TODO(id)
 
 
 def marker_spans(path: str, lines: list[str], begin: str, end: str) -> list[tuple[int, int]]:
@@ -104,27 +115,47 @@ def find_regions(path: str, text: str) -> list[Region]:
     lines = text.split("\n")
     regions = []
     for b, e in marker_spans(path, lines, BEGIN, END):
-        todo = _todo_above(lines, b - 1)
-        if todo is None:
+        found = _todo_above(lines, b - 1)
+        if found is None:
             raise HandoutError(f"{path}:{b}: solution region has no '# TODO(some-id): ...' comment directly above it")
+        todo, marker = found
         indent = lines[b - 1][: len(lines[b - 1]) - len(lines[b - 1].lstrip())]
-        regions.append(Region(path, todo, b, e, indent, lines[b:e - 1]))
+        regions.append(Region(path, todo, b, e, indent, lines[b:e - 1], marker + 1))
     return regions
 
 
-def _todo_above(lines: list[str], begin_index: int) -> str | None:
-    """The TODO(id) in the block of comment lines directly above line index begin_index."""
+def _todo_above(lines: list[str], begin_index: int) -> tuple[str, int] | None:
+    """The TODO(id) in the block of comment lines directly above line index begin_index, and the index
+    of its line."""
     i = begin_index - 1
     while i >= 0 and lines[i].strip().startswith("#"):
         m = TODO_RE.search(lines[i])
         if m:
-            return m.group(1)
+            return m.group(1), i
         i -= 1
     return None
 
 
+# "# TODO(id): " at the start of a comment; the first word of what follows is capitalized when it is a plain
+# lowercase word ("normalize each ..." -> "Normalize each ..."), not a name ("x (B, T, C)", "logits = ...").
+MARKER_RE = re.compile(r"^(\s*#\s*)TODO\(([a-z0-9]+(?:-[a-z0-9]+)*)\):?\s*")
+PLAIN_WORD = re.compile(r"^[a-z]{2,}(?=\s)(?!\s*=)")
+
+
+def given_comment(line: str) -> str:
+    """The TODO's comment line as given code reads it: `# TODO(id): compute y` -> `# Compute y`."""
+    m = MARKER_RE.match(line)
+    if m is None:
+        raise HandoutError(f"the line {line.strip()!r} does not start with '# TODO(id):'")
+    rest = line[m.end():]
+    if PLAIN_WORD.match(rest):
+        rest = rest[0].upper() + rest[1:]
+    return m.group(1) + rest
+
+
 def strip_python(path: str, text: str, todos: set[str] | None) -> tuple[str, list[Region]]:
-    """Replace the selected regions (all when todos is None); unselected regions keep their code."""
+    """Replace the selected regions (all when todos is None); unselected regions keep their code and read
+    as given code: their markers go, and their `# TODO(id): ` comment becomes a plain explanation."""
     lines = text.split("\n")
     regions = find_regions(path, text)
     stripped = []
@@ -134,6 +165,10 @@ def strip_python(path: str, text: str, todos: set[str] | None) -> tuple[str, lis
             stripped.append(r)
         else:
             lines[r.begin - 1:r.end] = r.lines
+            try:
+                lines[r.marker - 1] = given_comment(lines[r.marker - 1])
+            except HandoutError as e:
+                raise HandoutError(f"{path}:{r.marker}: {e}") from None
     return "\n".join(lines), stripped[::-1]
 
 
@@ -151,6 +186,33 @@ def collect(patterns: list[str], include_hidden: bool) -> list[Path]:
             if p.is_file() and "__pycache__" not in p.parts and (include_hidden or not p.match(HIDDEN_TESTS)):
                 files.append(p)
     return files
+
+
+def is_graded_test(path: Path) -> bool:
+    return path.parent == ROOT / GRADED_DIR and path.name.startswith("test_") and path.suffix == ".py"
+
+
+def select_for_level(files: list[Path], level: str) -> list[Path]:
+    """`files` without the graded test files that have no points mark for a TODO of `level` (the plugin
+    would deselect all their tests) and without the fixtures that only those files use."""
+    todos = set(levels.level_todos(level))
+    kept = [p for p in files if not is_graded_test(p) or todos & {m.todo for m in levels.points_in_file(p)}]
+    graded_py = collect([f"{GRADED_DIR}/*.py"], include_hidden=True)
+    texts = {p: p.read_text(encoding="utf-8") for p in graded_py}
+    fixtures = ROOT / FIXTURES_DIR
+
+    def needed(p: Path) -> bool:
+        if fixtures not in p.parents:
+            return True
+        users = [q for q in graded_py if p.name in texts[q]]
+        return not users or any(q in kept for q in users)
+    return [p for p in kept if needed(p)]
+
+
+def shipped_graded_tests(level: str, include_hidden: bool = False) -> list[str]:
+    """The graded test files (relative paths) of the level's handout (with the hidden ones: its autograder)."""
+    return [str(p.relative_to(ROOT)) for p in select_for_level(collect(HANDOUT_FILES, include_hidden), level)
+            if is_graded_test(p)]
 
 
 def all_todo_ids() -> list[str]:
@@ -172,7 +234,7 @@ def build(out_dir: Path, todos: set[str] | None, level: str = levels.DEFAULT_LEV
     if out_dir.exists():
         shutil.rmtree(out_dir)
     stripped_all = []
-    for src in collect(HANDOUT_FILES, include_hidden):
+    for src in select_for_level(collect(HANDOUT_FILES, include_hidden), level):
         rel = src.relative_to(ROOT)
         dst = out_dir / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -210,8 +272,10 @@ def student_readme(level: str) -> str:
     return "\n\n".join(rest)
 
 
-def verify(out_dir: Path, stripped: list[Region], todos_listed: list[str]) -> None:
-    """Compile every file, run main.py --help, and look for leaked solution lines."""
+def verify(out_dir: Path, stripped: list[Region], todos_listed: list[str], level: str = levels.DEFAULT_LEVEL) -> None:
+    """Compile every file, run main.py --help, look for leaked solution lines, and check that the handout
+    shows exactly its own work: TODO(id) markers only for the stripped regions, no solution markers, and
+    only the level's graded test files."""
     for p in out_dir.rglob("*.py"):
         try:
             compile(p.read_text(encoding="utf-8"), str(p), "exec")
@@ -242,6 +306,30 @@ def verify(out_dir: Path, stripped: list[Region], todos_listed: list[str]) -> No
     missing = [t for t in todos_listed if t not in levels.BY_ID]
     if missing:
         raise HandoutError(f"tools/levels.py does not list the TODO ids {missing}; add them to its TODOS")
+    marked = handout_todo_markers(out_dir)
+    wrong = sorted(set(marked) ^ {r.todo for r in stripped})
+    if wrong:
+        where = "; ".join(f"{t}: {', '.join(marked.get(t, ['nowhere']))}" for t in wrong)
+        raise HandoutError(f"the handout's TODO(id) markers differ from its stripped TODOs for {wrong} ({where})")
+    for p in out_dir.rglob("*"):
+        if p.is_file() and p.suffix in (".py", ".md", ".sh", ".txt"):
+            text = p.read_text(encoding="utf-8", errors="replace")
+            if any(marker in text for marker in (BEGIN, END, MD_BEGIN, MD_END)):
+                raise HandoutError(f"the handout's {p.relative_to(out_dir)} still has a solution marker")
+    tests = sorted(str(p.relative_to(out_dir)) for p in (out_dir / GRADED_DIR).glob("test_*.py"))
+    if tests != sorted(shipped_graded_tests(level)):
+        raise HandoutError(f"the handout's graded tests {tests} are not the {level} level's "
+                           f"{sorted(shipped_graded_tests(level))}")
+
+
+def handout_todo_markers(folder: Path) -> dict[str, list[str]]:
+    """{TODO id: [file:line, ...]} of every TODO(id) in the .py files of a handout."""
+    found: dict[str, list[str]] = {}
+    for p in sorted(folder.rglob("*.py")):
+        for n, line in enumerate(p.read_text(encoding="utf-8").split("\n"), start=1):
+            for m in TODO_RE.finditer(line):
+                found.setdefault(m.group(1), []).append(f"{p.relative_to(folder)}:{n}")
+    return found
 
 
 # A folder name ends at a space or punctuation: "tests/graded/" is one, the "J_t/" of "∂J_t/∂h_i" is not.
@@ -276,7 +364,7 @@ def make_zip(folder: Path, top: str | None = None) -> Path:
 
 def build_autograder(out_dir: Path, todos: set[str] | None, level: str = levels.DEFAULT_LEVEL) -> Path:
     """OUT_DIR-autograder/: setup.sh and run_autograder at the top; in source/, grade.py, the grader
-    (all graded tests, hidden ones too, with their fixtures) and the skeleton (the code students get),
+    (the level's graded tests, hidden ones too, with their fixtures) and the skeleton (the code students get),
     kept apart so that the student's code never runs inside the grader's folder."""
     ag = out_dir.with_name(out_dir.name + "-autograder")
     if ag.exists():
@@ -325,7 +413,7 @@ def main(argv=None) -> int:
             if unknown:
                 raise HandoutError(f"unknown TODO ids {unknown}; the TODOs are: {', '.join(known)}")
         stripped = build(args.out_dir, todos, args.level)
-        verify(args.out_dir, stripped, known)
+        verify(args.out_dir, stripped, known, args.level)
         print(f"wrote {args.out_dir} ({args.level} level): {len(stripped)} TODO regions stripped "
               f"({', '.join(dict.fromkeys(r.todo for r in stripped))})")
         if args.zip:
