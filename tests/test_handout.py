@@ -302,3 +302,36 @@ def test_every_mutant_fails_the_graded_tests():
     print(proc.stdout)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "SURVIVED" not in proc.stdout
+
+
+def code_lines_before_first_todo(path: Path) -> int | None:
+    """Lines of code (not blank, not comments, not docstrings) above the file's first TODO( marker."""
+    import ast
+    text = path.read_text(encoding="utf-8")
+    lines = text.split("\n")
+    first = next((i for i, line in enumerate(lines, start=1) if "# TODO(" in line), None)
+    if first is None:
+        return None
+    docs = set()
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+            docs.update(range(node.lineno, node.end_lineno + 1))
+    return sum(1 for i, line in enumerate(lines[:first - 1], start=1)
+               if line.strip() and not line.strip().startswith("#") and i not in docs)
+
+
+@pytest.mark.parametrize("level", list(levels.LEVELS))
+def test_each_lesson_file_starts_with_its_lesson(tmp_path_factory, level):
+    """In every lesson file of every level the first TODO the level strips comes within the first 60 lines
+    of code: speed paths and machinery live elsewhere (gpt/kernels.py, app/), not above the lesson."""
+    out = level_handout(tmp_path_factory, level)
+    files = {out / f for f in levels.level_files(level)}
+    assert files, level
+    late = {p.name: n for p in files if (n := code_lines_before_first_todo(p)) is None or n > 60}
+    assert not late, f"{level}: lines of code before the first TODO: {late}"
+
+
+def test_code_lines_before_first_todo_counts_code_only(tmp_path):
+    p = tmp_path / "m.py"
+    p.write_text('"""doc\n\nmore"""\nimport os\n\n# a comment\ndef f():\n    """doc"""\n    x = 1\n    # TODO(a): do it\n')
+    assert code_lines_before_first_todo(p) == 3, "import, def and x = 1"
