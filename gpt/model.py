@@ -136,9 +136,10 @@ class MLP(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # TODO(mlp-forward): x (B, T, C) -> self.c_fc -> (B, T, 4C) -> gelu (gpt/functional.py's,
-        # imported above; not F.gelu) -> self.c_proj -> (B, T, C) -> self.dropout; return that.
-        # Pitfall: GELU sits between the two layers (not after c_proj), and dropout comes last.
+        # TODO(mlp-forward): x (B, T, C) -> self.c_fc -> (B, T, 4C) -> gelu -> self.c_proj -> (B, T, C)
+        # -> self.dropout; return that. `gelu` is the one imported above (gpt/functional.py's GELU with
+        # its backward pass, from gpt/kernels.py). Pitfall: GELU sits between the two layers (not after
+        # c_proj), and dropout comes last.
         ### BEGIN SOLUTION
         return self.dropout(self.c_proj(gelu(self.c_fc(x))))
         ### END SOLUTION

@@ -101,7 +101,11 @@ def test_two_process_ddp_equals_one_process_with_the_same_global_batch(tmp_path)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     a, b = final_valid_loss(tmp_path / "one"), final_valid_loss(tmp_path / "two")
     print(f"\nfinal validation loss: single process {a:.8f}, two processes {b:.8f}, difference {abs(a - b):.2e}")
-    assert abs(a - b) < 1e-5
+    # Rounding only: the all-reduced mean of two half-batch gradients sums in another order than one mean,
+    # and Adam's per-coordinate normalisation magnifies that where a gradient is near 0. Below 1e-5 on the
+    # Intel CPU (AVX512) of earlier sessions, 2.3e-5 on an AMD CPU with AVX2; a rank that reads rank 0's
+    # windows (the same data on both processes) gives 6.5e-3.
+    assert abs(a - b) < 2e-4
     assert a < 5.6                                   # it trained (uniform over 300 tokens: 5.70)
     one = [json.loads(x) for x in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
     two = [json.loads(x) for x in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]

@@ -213,10 +213,12 @@ def test_the_build_check_catches_another_levels_work(tmp_path_factory, tmp_path)
 
 
 def test_a_kept_region_reads_as_given_code_at_the_standard_level(tmp_path_factory):
-    model = (level_handout(tmp_path_factory, "standard") / "gpt" / "model.py").read_text(encoding="utf-8")
-    assert "        # x (B, T, C) -> self.c_fc -> (B, T, 4C) -> gelu (the function above, not\n" in model
+    gpt = level_handout(tmp_path_factory, "standard") / "gpt"
+    model = (gpt / "model.py").read_text(encoding="utf-8")
+    functional = (gpt / "functional.py").read_text(encoding="utf-8")
+    assert "        # x (B, T, C) -> self.c_fc -> (B, T, 4C) -> gelu -> self.c_proj -> (B, T, C)\n" in model
     assert "        return self.dropout(self.c_proj(gelu(self.c_fc(x))))\n" in model       # the MLP is given
-    assert "        # Set y = 0.5 * x * (1 + tanh(" in model and "TODO(gelu)" not in model
+    assert "    # Set y = 0.5 * x * (1 + tanh(" in functional and "TODO(gelu)" not in functional
     assert "        # Compute the attention output y" not in model, "the level's own TODO keeps its marker"
 
 
